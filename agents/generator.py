@@ -61,6 +61,8 @@ class Generator(Agent):
             "parent_ids": strategy["parent_ids"],
             "operator": strategy.get("operator"),
             "idea": strategy.get("idea", ""),
+            "idea_tag": strategy.get("idea_tag", ""),
+            "mutation_target": strategy.get("mutation_target", ""),
             "phase": strategy.get("phase", "exploration"),
             "budget": self.ctx.config.budget.model_dump(),
             "feedback": strategy.get("feedback", []),

@@ -28,6 +28,7 @@ from archsmith.graph.state import (
     candidate_id,
 )
 from archsmith.graph.trace import StepRecord
+from archsmith.knowledge.sampling import SampledIdea
 from archsmith.tools.spaces import EnumerableSpace, local_operators
 
 MEMORY_LINES = 20
@@ -65,6 +66,24 @@ class Navigator(Agent):
         base = refinement_base(history, EXHAUSTED_AFTER) if phase == "refinement" else None
         return phase, base["id"] if base else None
 
+    def _draw_ideas(self, state: SearchState, count: int, base: str | None) -> list[SampledIdea | None]:
+        """One idea per child from the knowledge store (None when the run uses no store).
+
+        Exploration draws fairly over the tree (knowledge.sampling); refinement draws among the
+        ideas most like the base candidate's idea (FairNAD's iterative mutation), when it had one.
+        A separate random stream, so that using ideas leaves the rest of the plan unchanged.
+        """
+        sampler = self.ctx.ideas
+        if sampler is None or count == 0:
+            return [None] * count
+        rng = rng_for(self.ctx.config.seed, "ideas", state.get("generation", 0))
+        similar = []
+        wanted = self.ctx.config.knowledge.similar_in_refinement
+        record = next((r for r in state.get("history", []) if r["id"] == base), None) if base else None
+        if record and record.get("idea_id") and wanted and self.ctx.idea_store is not None:
+            similar = self.ctx.idea_store.search(record.get("idea", ""), wanted, target=self.ctx.config.knowledge.target)
+        return [sampler.draw_from(similar, rng) if similar else sampler.draw(rng) for _ in range(count)]
+
     def _phase_model(self, phase: Phase) -> str | None:
         phases = self.ctx.config.phases
         return phases.exploration_model if phase == "exploration" else phases.refinement_model
@@ -75,6 +94,10 @@ class Navigator(Agent):
         generation = state.get("generation", 0) + 1
         first = state.get("next_candidate", 1)
         feedback = _feedback(state.get("history", [])) if self.ctx.config.role("generator").memory else []
+        ideas = self._draw_ideas(state, len(plans), base) if not any("idea_id" in p for p in plans) else []
+        for plan, drawn in zip(plans, ideas):
+            if drawn is not None and plan.get("operator") != SAMPLE:
+                _attach(plan, drawn)
         for offset, plan in enumerate(plans):
             plan["candidate_id"] = candidate_id(first + offset)
             plan["phase"] = phase
@@ -147,7 +170,12 @@ class Navigator(Agent):
         if size == 0:
             return self._finish(state, [], phase, base, step)
         history = state.get("history", [])
+        drawn = self._draw_ideas(state, size, base)
         variables = {
+            "ideas": [
+                {"text": d.stored.idea.text, "tag": d.stored.idea.tag.path(), "target": d.mutation_target}
+                for d in drawn if d is not None
+            ],
             "phase": phase,
             "base_id": base,
             "count": size,
@@ -201,7 +229,18 @@ class Navigator(Agent):
         plans = self.ask_llm("plan", variables, parse, step, model=self._phase_model(phase))
         while len(plans) < size:  # the model planned fewer children than asked
             plans.append(dict(plans[len(plans) % max(len(plans), 1)]))  # type: ignore[arg-type]
+        for plan, idea in zip(plans, drawn):
+            if idea is not None:  # child i applies sampled idea i (the model chose parents and operator)
+                _attach(plan, idea)
         return self._finish(state, plans, phase, base, step)
+
+
+def _attach(plan: Strategy, drawn: SampledIdea) -> None:
+    idea = drawn.stored.idea
+    plan["idea"] = idea.text
+    plan["idea_id"] = drawn.stored.id
+    plan["idea_tag"] = idea.tag.path()
+    plan["mutation_target"] = drawn.mutation_target
 
 
 def _metrics(history: list[CandidateRecord], record_id: str) -> dict[str, Any]:

@@ -107,11 +107,16 @@ def run(
         started.append(run_dir)
         console.print(f"run directory: {run_dir}")
 
+    from archsmith.knowledge.errors import KnowledgeError
+
     try:
         result = _with_progress(cfg.search.max_candidates, 0,
                                 lambda cb: run_search(cfg, on_record=cb, on_start=announce))
     except KeyboardInterrupt:
         _interrupted(started[0] if started else None)
+    except KnowledgeError as error:
+        console.print(f"[red]knowledge store: {error}[/red]")
+        raise typer.Exit(2) from None
     console.print(_summary_table(result))
 
 
@@ -126,6 +131,7 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="The run directory (runs
     """Continue a stopped run from its last checkpoint."""
     from archsmith.graph.run import load_history, summarize_counts
     from archsmith.graph.run import resume as resume_search
+    from archsmith.knowledge.errors import KnowledgeError
 
     paths = _run_paths(run_dir)
     cfg = load_config(paths.config)
@@ -134,6 +140,9 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="The run directory (runs
         result = _with_progress(cfg.search.max_candidates, done, lambda cb: resume_search(run_dir, on_record=cb))
     except KeyboardInterrupt:
         _interrupted(run_dir)
+    except KnowledgeError as error:
+        console.print(f"[red]knowledge store: {error}[/red]")
+        raise typer.Exit(2) from None
     except RunInUseError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
@@ -329,6 +338,15 @@ def _register_bench() -> None:
 
 
 _register_bench()
+
+
+def _register_knowledge() -> None:
+    from archsmith.graph.knowledge_cli import knowledge_app
+
+    app.add_typer(knowledge_app, name="knowledge")
+
+
+_register_knowledge()
 
 
 def main() -> None:

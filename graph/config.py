@@ -199,6 +199,37 @@ class WorkflowConfig(_Section):
         return [self.navigator, *self.pipeline, self.on_fails_to_run, self.on_over_budget]
 
 
+class KnowledgeConfig(_Section):
+    """The design-idea store (archsmith.knowledge) and how the Navigator draws from it."""
+
+    use: bool = Field(
+        False, description="The Navigator draws one idea per child from the store (fair sampling)."
+    )
+    path: str | None = Field(
+        None, description="Store directory (default: the per-user data directory, see README)."
+    )
+    embedding: Literal["minilm", "hashing"] = Field(
+        "minilm", description="minilm: packaged all-MiniLM-L6-v2; hashing: lexical, no model."
+    )
+    tree: str | None = Field(None, description="Attribute tree TOML (default: the packaged tree).")
+    sampling: Literal["main_category", "uniform", "granularity", "sub_category"] = Field(
+        "main_category", description="Fairness level of idea sampling (FairNAD Table 6)."
+    )
+    target: Literal["performance", "efficiency"] | None = Field(
+        None, description="Draw only ideas of this target (default: both)."
+    )
+    similar_in_refinement: int = Field(
+        5, ge=0, description="Refinement phase: draw among the N ideas most like the best "
+        "candidate's idea (0: keep fair sampling).",
+    )
+    merge_threshold: float = Field(
+        0.88, gt=0, le=1, description="Cosine similarity at which a new idea merges into a stored one "
+        "(all-MiniLM-L6-v2: paraphrases score about 0.9, distinct starter ideas at most 0.8)."
+    )
+    max_paper_chars: int = Field(12000, ge=500, description="Method-section characters sent to the LLM.")
+    llm: LLMSettings = Field(default_factory=LLMSettings, description="The model that ingests papers.")
+
+
 class ArchsmithConfig(_Section):
     name: str = Field("search", description="A label for the run (part of its directory name).")
     seed: int = 0
@@ -212,6 +243,7 @@ class ArchsmithConfig(_Section):
     phases: PhaseConfig = Field(default_factory=PhaseConfig)
     workflow: WorkflowConfig = Field(default_factory=WorkflowConfig)
     roles: dict[str, RoleConfig] = Field(default_factory=dict)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     prompts_dir: str | None = Field(
         None, description="Directory of prompt overrides: <dir>/<role>/<name>.md replaces ours."
     )

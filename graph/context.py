@@ -18,6 +18,8 @@ from archsmith.graph.config import ArchsmithConfig
 from archsmith.graph.paths import RunPaths
 from archsmith.graph.state import CandidateRecord
 from archsmith.graph.trace import TraceStore
+from archsmith.knowledge.sampling import IdeaSampler
+from archsmith.knowledge.store import IdeaStore
 from archsmith.tools.evaluators import Evaluator, TabularEvaluator, TaskRunner, ZenEvaluator
 from archsmith.tools.spaces import SearchSpace
 from archsmith.tools.tabular import TabularBenchmark
@@ -61,6 +63,8 @@ class RunContext:
     prompts: PromptLoader
     models: ChatModelProvider
     evaluator: Evaluator
+    ideas: IdeaSampler | None = None  # fair idea sampling, when knowledge.use
+    idea_store: IdeaStore | None = None
     archive: ArchiveIndex = field(default_factory=ArchiveIndex)
     on_record: Callable[[CandidateRecord], None] | None = None
     generation_started: float = field(default_factory=time.time)

@@ -32,6 +32,7 @@ def _base_record(ctx: RunContext, state: ChildState) -> CandidateRecord:
         canonical=ctx.space.canonical(text) if text and ctx.space.validate(text).ok else "",
         operator=strategy.get("operator"),
         idea=strategy.get("idea", ""),
+        idea_id=strategy.get("idea_id"),
         phase=strategy.get("phase", "exploration"),
         generator_policy=ctx.config.role("generator").policy,
         debug_repairs=repairs.count(workflow.on_fails_to_run),

@@ -6,6 +6,7 @@ runs/<id>/trace.sqlite         LangGraph checkpoints + the `steps` table of the 
 runs/<id>/candidates/<cid>/    candidate.txt (the source), result.json
 runs/<id>/history.jsonl        one archived record per line, in order
 runs/<id>/best/                the best candidate: candidate.txt, result.json
+runs/<id>/knowledge.json       the idea store (and its version) each session used, when knowledge.use
 runs/<id>/summary.json         written when the run stops
 runs/<id>/.lock                held (flock) by the process running the run, so no two sessions overlap
 ```
@@ -104,6 +105,11 @@ class RunPaths:
     @property
     def best(self) -> Path:
         return self.root / "best"
+
+    @property
+    def knowledge(self) -> Path:
+        """The idea store each session of the run used (path, model, content fingerprint)."""
+        return self.root / "knowledge.json"
 
     @property
     def summary(self) -> Path:

@@ -104,6 +104,7 @@ def _execute(
         trace = TraceStore(paths.trace_db)
         stack.callback(trace.close)
         session = trace.start_session(kind, mechanism)
+        idea_store, ideas = _open_knowledge(config, paths, session)
         conn = sqlite3.connect(paths.trace_db, check_same_thread=False, timeout=30)
         stack.callback(conn.close)
         saver = SqliteSaver(conn)
@@ -116,6 +117,8 @@ def _execute(
             prompts=PromptLoader(config.prompts_dir),
             models=ChatModelProvider(chat_models),
             evaluator=evaluator,
+            ideas=ideas,
+            idea_store=idea_store,
             on_record=_not_yet_announced(paths, on_record),
         )
         graph = build_search_graph(ctx).compile(checkpointer=saver)
@@ -137,6 +140,22 @@ def _execute(
         result = _result(paths, final, mechanism, session)
         _write_summary(paths, result)
     return result
+
+
+def _open_knowledge(config: ArchsmithConfig, paths: RunPaths, session: int):  # noqa: ANN202
+    """The idea store and sampler when ``knowledge.use``; records which store (and which content)
+    this session used in knowledge.json, so that a resume against a changed store shows."""
+    if not config.knowledge.use:
+        return None, None
+    from archsmith.knowledge.api import make_sampler, open_store
+
+    store = open_store(config.knowledge)
+    sampler = make_sampler(store, config.knowledge)
+    sessions = json.loads(paths.knowledge.read_text("utf-8"))["sessions"] if paths.knowledge.exists() else []
+    entry = {"session": session, **store.version(), "sampling": config.knowledge.sampling,
+             "drawn_from": len(sampler), "target": config.knowledge.target}
+    write_json(paths.knowledge, {"sessions": [*sessions, entry]})
+    return store, sampler
 
 
 def _not_yet_announced(paths: RunPaths, on_record: RecordListener | None) -> RecordListener | None:

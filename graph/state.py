@@ -31,7 +31,10 @@ class Strategy(TypedDict, total=False):
     parent_ids: list[str]
     parent_texts: list[str]
     operator: str | None  # mutation operator or type; None lets the generator choose
-    idea: str  # a design idea in words (from the knowledge store once it exists)
+    idea: str  # a design idea in words (drawn from the knowledge store when knowledge.use)
+    idea_id: str  # the store's id of that idea
+    idea_tag: str  # its attribute-tree path
+    mutation_target: str  # create a new module | modify an existing module | change the network
     phase: Phase
     model: str | None  # which LLM the generator should use in this phase
     rationale: str
@@ -70,6 +73,7 @@ class CandidateRecord(TypedDict, total=False):
     flops: int | None
     operator: str | None
     idea: str
+    idea_id: str | None
     phase: Phase
     generator_policy: str
     debug_repairs: int  # successful repairs by the debugger that led to this child

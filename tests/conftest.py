@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests run on the CPU with no network; nothing here touches os.environ."""
+"""Shared fixtures. Tests run on the CPU with no network; os.environ changes only via monkeypatch."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ import pytest
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:  # test helper modules (toy_space, sandbox_tasks)
     sys.path.insert(0, str(TESTS_DIR))
+
+
+@pytest.fixture(autouse=True)
+def private_data_dir(tmp_path, monkeypatch):
+    """Every test gets its own per-user data directory (the default idea store lives there)."""
+    monkeypatch.setenv("ARCHSMITH_DATA_DIR", str(tmp_path / "archsmith-data"))
+    return tmp_path / "archsmith-data"
 
 
 @pytest.fixture(scope="module")

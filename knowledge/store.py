@@ -1,0 +1,290 @@
+"""The idea store: a Chroma persistent collection of tagged ideas with offline embeddings.
+
+One directory per store (default: the per-user data directory, see :func:`default_store_path`):
+Chroma's files plus ``store.json``, which records the embedding model, the attribute tree's
+fingerprint and whether the starter corpus was imported. A store built with another embedding model
+is refused (vectors of two models must never be mixed). Near-duplicate ideas (cosine similarity at
+least ``merge_threshold`` to an idea already stored, or earlier in the same batch) are merged into
+the existing idea, whose ``merged`` count goes up; an idea whose exact text is stored is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from archsmith.knowledge.embedding import Embedder, get_embedder
+from archsmith.knowledge.ideas import Idea, read_ideas, starter_corpus_path
+from archsmith.knowledge.tree import AttributeTree
+from archsmith.knowledge.errors import KnowledgeError
+
+COLLECTION = "ideas"
+STORE_FORMAT = 1
+MANIFEST = "store.json"
+ADD_CHUNK = 1000  # ideas embedded and deduplicated per step
+LEVELS = ("target", "granularity", "main_category", "sub_category")
+
+
+class StoreError(KnowledgeError, RuntimeError):
+    """A store that cannot be opened or used as asked; the message says why and what to do."""
+
+
+def default_store_path() -> Path:
+    """``$ARCHSMITH_DATA_DIR/knowledge``, else ``$XDG_DATA_HOME/archsmith/knowledge``, else
+    ``~/.local/share/archsmith/knowledge``."""
+    if os.environ.get("ARCHSMITH_DATA_DIR"):
+        return Path(os.environ["ARCHSMITH_DATA_DIR"]) / "knowledge"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "archsmith" / "knowledge"
+
+
+@dataclass(frozen=True)
+class StoredIdea:
+    """An idea as read back from the store (with its id and how many duplicates it absorbed)."""
+
+    id: str
+    idea: Idea
+    merged: int = 0
+    similarity: float | None = None  # set by search
+
+
+@dataclass
+class AddReport:
+    added: list[str] = field(default_factory=list)
+    merged: dict[str, str] = field(default_factory=dict)  # new idea id -> the stored idea it joined
+    skipped: list[str] = field(default_factory=list)  # exact text already stored
+
+    def extend(self, other: AddReport) -> None:
+        self.added += other.added
+        self.merged.update(other.merged)
+        self.skipped += other.skipped
+
+
+def where_filter(**levels: str | None) -> dict[str, Any] | None:
+    """A Chroma metadata filter on any tree levels (target, granularity, main_category, sub_category)."""
+    unknown = set(levels) - set(LEVELS)
+    if unknown:
+        raise StoreError(f"unknown filter level(s) {sorted(unknown)} (known: {', '.join(LEVELS)})")
+    clauses = [{level: value} for level, value in levels.items() if value]
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+class IdeaStore:
+    def __init__(self, path: Path, embedder: Embedder, tree: AttributeTree, merge_threshold: float) -> None:
+        self.path = path
+        self.embedder = embedder
+        self.tree = tree
+        self.merge_threshold = merge_threshold
+        self.manifest = self._read_manifest()
+        # onnxruntime (which chromadb imports) reports usage over the network unless told not to:
+        # set the switch before chromadb is first imported, unless the user chose otherwise.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+        import chromadb
+        from chromadb.config import Settings
+
+        self._client = chromadb.PersistentClient(
+            path=str(path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
+        )
+        self._collection = self._client.get_or_create_collection(
+            COLLECTION,
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata={"embedding_model": embedder.name, "dim": embedder.dim},
+            embedding_function=None,
+        )
+        stored_model = (self._collection.metadata or {}).get("embedding_model")
+        if stored_model != embedder.name:
+            raise StoreError(self._refusal(str(stored_model)))
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path | None = None,
+        embedding: str = "minilm",
+        tree: AttributeTree | None = None,
+        merge_threshold: float = 0.88,
+        seed_starter: bool = True,
+    ) -> IdeaStore:
+        """Open (or create) the store at ``path``; a new store gets the starter corpus."""
+        store = cls(Path(path) if path else default_store_path(), get_embedder(embedding),
+                    tree or AttributeTree.load(), merge_threshold)
+        if seed_starter and not store.manifest.get("starter_imported"):
+            store.add(read_ideas(starter_corpus_path(), store.tree, by="hand"))
+            store.manifest["starter_imported"] = True
+            store._write_manifest()
+        return store
+
+    # -- manifest ------------------------------------------------------------------------------
+
+    def _read_manifest(self) -> dict[str, Any]:
+        file = self.path / MANIFEST
+        if not file.exists():
+            if self.path.exists() and any(self.path.iterdir()):
+                raise StoreError(f"{self.path} is not empty and has no {MANIFEST}: not an Archsmith idea store")
+            self.path.mkdir(parents=True, exist_ok=True)
+            manifest = {"format": STORE_FORMAT, "embedding_model": self.embedder.name,
+                        "dim": self.embedder.dim, "tree": self.tree.fingerprint(),
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "starter_imported": False}
+            self._write_manifest(manifest)
+            return manifest
+        try:
+            manifest = json.loads(file.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise StoreError(f"{file}: unreadable store manifest ({error})") from None
+        if manifest.get("format") != STORE_FORMAT:
+            raise StoreError(f"{file}: store format {manifest.get('format')!r}, this Archsmith reads {STORE_FORMAT}")
+        if manifest.get("embedding_model") != self.embedder.name:
+            raise StoreError(self._refusal(str(manifest.get("embedding_model"))))
+        return manifest
+
+    def _write_manifest(self, manifest: dict[str, Any] | None = None) -> None:
+        if manifest is not None:
+            self.manifest = manifest
+        temporary = self.path / f".{MANIFEST}.tmp"
+        temporary.write_text(json.dumps(self.manifest, indent=2), "utf-8")
+        os.replace(temporary, self.path / MANIFEST)
+
+    def _refusal(self, stored: str) -> str:
+        return (
+            f"the idea store at {self.path} was built with embedding model {stored!r}, not "
+            f"{self.embedder.name!r}; vectors of two models cannot be mixed. Open it with the "
+            f"embedding it was built with, or use another knowledge.path for a new store."
+        )
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def add(self, ideas: list[Idea]) -> AddReport:
+        """Add ideas, skipping stored texts and merging near-duplicates (see the module doc)."""
+        report = AddReport()
+        for start in range(0, len(ideas), ADD_CHUNK):
+            report.extend(self._add_chunk(ideas[start:start + ADD_CHUNK]))
+        return report
+
+    def _add_chunk(self, ideas: list[Idea]) -> AddReport:
+        report = AddReport()
+        unique: dict[str, Idea] = {}
+        for idea in ideas:
+            if idea.id in unique:
+                report.skipped.append(idea.id)
+            else:
+                unique[idea.id] = idea
+        stored = set(self._collection.get(ids=list(unique), include=[])["ids"]) if unique else set()
+        report.skipped += [i for i in unique if i in stored]
+        fresh = [idea for i, idea in unique.items() if i not in stored]
+        if not fresh:
+            return report
+        vectors = self.embedder.embed([idea.text for idea in fresh])
+        nearest = self._nearest(vectors)
+        keep: list[int] = []
+        absorbed: Counter[str] = Counter()
+        for row, idea in enumerate(fresh):
+            match = nearest[row]
+            if match is None and keep:  # a near-duplicate earlier in this batch
+                similarities = vectors[keep] @ vectors[row]
+                best = int(np.argmax(similarities))
+                if similarities[best] >= self.merge_threshold:
+                    match = fresh[keep[best]].id
+            if match is not None:
+                report.merged[idea.id] = match
+                absorbed[match] += 1
+            else:
+                keep.append(row)
+        if keep:
+            self._collection.add(
+                ids=[fresh[r].id for r in keep],
+                embeddings=vectors[keep],
+                documents=[fresh[r].text for r in keep],
+                metadatas=[fresh[r].metadata() for r in keep],
+            )
+            report.added += [fresh[r].id for r in keep]
+        if absorbed:
+            self._count_merges(absorbed)
+        return report
+
+    def _nearest(self, vectors: np.ndarray) -> list[str | None]:
+        """For each vector, the stored idea at or above the merge threshold, if any."""
+        if self._collection.count() == 0:
+            return [None] * len(vectors)
+        result = self._collection.query(query_embeddings=vectors, n_results=1, include=["distances"])
+        out: list[str | None] = []
+        for ids, distances in zip(result["ids"], result["distances"] or []):
+            similar = bool(ids) and 1.0 - float(distances[0]) >= self.merge_threshold
+            out.append(ids[0] if similar else None)
+        return out
+
+    def _count_merges(self, absorbed: Counter[str]) -> None:
+        ids = list(absorbed)
+        current = self._collection.get(ids=ids, include=["metadatas"])
+        metadatas = []
+        for idea_id, meta in zip(current["ids"], current["metadatas"] or []):
+            updated = dict(meta)
+            updated["merged"] = int(updated.get("merged", 0)) + absorbed[idea_id]
+            metadatas.append(updated)
+        self._collection.update(ids=current["ids"], metadatas=metadatas)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return self._collection.count()
+
+    def ideas(self, **levels: str | None) -> list[StoredIdea]:
+        """Every stored idea, optionally filtered by tree levels, ordered by id."""
+        result = self._collection.get(where=where_filter(**levels), include=["documents", "metadatas"])
+        out = [
+            StoredIdea(idea_id, Idea.from_metadata(text, meta), int(meta.get("merged", 0)))
+            for idea_id, text, meta in zip(result["ids"], result["documents"] or [], result["metadatas"] or [])
+        ]
+        return sorted(out, key=lambda stored: stored.id)
+
+    def search(self, query: str, n: int = 5, **levels: str | None) -> list[StoredIdea]:
+        """The ``n`` ideas nearest in meaning to ``query`` (most similar first)."""
+        if n < 1:
+            raise StoreError(f"search needs n >= 1, got {n}")
+        vector = self.embedder.embed([query])
+        result = self._collection.query(
+            query_embeddings=vector, n_results=n, where=where_filter(**levels),
+            include=["documents", "metadatas", "distances"],
+        )
+        return [
+            StoredIdea(idea_id, Idea.from_metadata(text, meta), int(meta.get("merged", 0)), 1.0 - float(d))
+            for idea_id, text, meta, d in zip(
+                result["ids"][0], (result["documents"] or [[]])[0],
+                (result["metadatas"] or [[]])[0], (result["distances"] or [[]])[0],
+            )
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        """Total and per-category counts (every main category of the tree, zeros included)."""
+        ideas = self.ideas()
+        per_main = Counter(stored.idea.tag.main_key for stored in ideas)
+        per_sub = Counter(f"{stored.idea.tag.main_key}/{stored.idea.sub_category}" for stored in ideas)
+        return {
+            "total": len(ideas),
+            "merged_duplicates": sum(stored.merged for stored in ideas),
+            "main_categories": {tag.main_key: per_main.get(tag.main_key, 0) for tag in self.tree.main_categories()},
+            "sub_categories": dict(sorted(per_sub.items())),
+            **self.version(ideas),
+        }
+
+    def version(self, ideas: list[StoredIdea] | None = None) -> dict[str, Any]:
+        """What a run records about the store it used: where, which model, which content."""
+        ids = [stored.id for stored in ideas] if ideas is not None else sorted(
+            self._collection.get(include=[])["ids"]
+        )
+        digest = hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()[:12]
+        return {
+            "path": str(self.path),
+            "embedding_model": self.embedder.name,
+            "tree": self.tree.fingerprint(),
+            "ideas": len(ids),
+            "fingerprint": digest,
+        }
