@@ -63,8 +63,10 @@ def _idea_row(stored) -> dict[str, Any]:
 
 def _print_ideas(rows: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title)
-    for column in ("id", "idea", "tag", "source"):
-        table.add_column(column, overflow="fold")
+    table.add_column("id", no_wrap=True)
+    table.add_column("idea", overflow="fold", ratio=4)
+    table.add_column("tag", overflow="fold", ratio=2)
+    table.add_column("source", overflow="fold", ratio=2)
     for row in rows:
         tag = f"{row['target']} > {row['granularity']} > {row['main_category']} > {row['sub_category']}"
         source = row["source"]["title"] + (f" ({row['source']['year']})" if row["source"].get("year") else "")

