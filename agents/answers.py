@@ -75,7 +75,7 @@ def extract_candidate(answer: str) -> str:
     models often drop the fence; a line of prose is not a candidate.
     """
     try:
-        return extract_fenced(answer)
+        return extract_fenced(answer, ("python", "py", "yaml"))  # code and YAML answers tag their block
     except AnswerError as error:
         lines = [line.strip() for line in (answer or "").splitlines() if line.strip()]
         if "```" not in (answer or "") and len(lines) == 1 and not any(c.isspace() for c in lines[0]):

@@ -20,22 +20,37 @@ class Debugger(RepairAgent):
         verdict = state.get("verdict") or {}
         return verdict.get("reason", ""), verdict.get("traceback") or ""
 
+    def _accepted(self, state: ChildState, step: StepRecord, fixed: str | None) -> str | None:
+        """``fixed`` unless the space rejects the repair (e.g. it deleted the newly added module)."""
+        check = getattr(self.ctx.space, "repair_violation", None)
+        if fixed is None or check is None:
+            return fixed
+        parents = state["strategy"].get("parent_texts") or [None]
+        violation = check(parents[0], state.get("text") or "", fixed)
+        if violation:
+            step.tools["rejected_repair"] = violation
+            return None
+        return fixed
+
     def algorithmic(self, state: ChildState, step: StepRecord) -> dict[str, Any]:
         reason, traceback = self._error(state)
         text = state.get("text") or ""
         step.inputs = {"text": text, "error": reason}
         fixed = self.ctx.space.repair(text, f"{reason}\n{traceback}")
-        return self.revised(state, step, fixed)
+        return self.revised(state, step, self._accepted(state, step, fixed))
 
     def llm(self, state: ChildState, step: StepRecord) -> dict[str, Any]:
         reason, traceback = self._error(state)
+        strategy = state["strategy"]
         variables = {
             "space_rules": self.ctx.space.describe(),
             "text": state.get("text") or "",
+            "parent": (strategy.get("parent_texts") or [""])[0],
+            "idea": strategy.get("idea", ""),
+            "mutation_target": strategy.get("mutation_target", ""),
             "error": reason,
             "traceback": traceback[-3000:],
         }
         step.inputs = {k: v for k, v in variables.items() if k != "space_rules"}
-        model = state["strategy"].get("model")
-        fixed = self.ask_llm("repair", variables, extract_candidate, step, model=model)
-        return self.revised(state, step, fixed)
+        fixed = self.ask_llm("repair", variables, extract_candidate, step, model=strategy.get("model"))
+        return self.revised(state, step, self._accepted(state, step, fixed))

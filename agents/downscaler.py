@@ -37,7 +37,11 @@ class Downscaler(RepairAgent):
         tries = state.get("downscale_tries", 0)
         rng = rng_for(self.ctx.config.seed, "downscaler", state["strategy"]["candidate_id"], tries)
         step.inputs = {"text": text, "factor": round(factor, 4), "verdict": state.get("verdict")}
-        mutation = self.ctx.space.shrink(text, factor, rng)
+        try:
+            mutation = self.ctx.space.shrink(text, factor, rng)
+        except ValueError as error:  # nothing left to shrink
+            step.tools["shrink"] = {"error": str(error)}
+            return self.revised(state, step, None)
         step.tools["shrink"] = {"operator": mutation.operator, "description": mutation.description}
         return self.revised(state, step, mutation.child)
 

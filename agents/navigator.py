@@ -142,23 +142,36 @@ class Navigator(Agent):
         # evolutionary search's initial population); other spaces start from their seeds.
         evaluated = sum(1 for r in history.values() if r.get("status") == "valid")
         sampling = isinstance(self.ctx.space, EnumerableSpace) and not base
+        size = self._plan_size(state)
+        ideas = self._draw_ideas(state, size, base)
+        idea_rng = rng_for(self.ctx.config.seed, "idea-operators", state.get("generation", 0))
+        realise = getattr(self.ctx.space, "operators_for_idea", None)
         plans: list[Strategy] = []
-        for index in range(self._plan_size(state)):
+        for index, drawn in zip(range(size), ideas):
             if sampling and evaluated + index < WARM_UP_FACTOR * self.ctx.config.search.top_k:
                 plans.append(Strategy(parent_ids=[], parent_texts=[], operator=SAMPLE,
                                       idea="a random candidate", rationale="warm up the pool"))
                 continue
             parent = history[base] if base else choose_parent(pool, rng)
             operator = rng.choice(refining if base else operators)
-            plans.append(
-                Strategy(
-                    parent_ids=[parent["id"]],
-                    parent_texts=[parent["text"]],
-                    operator=operator,
-                    idea=f"apply {operator} to {parent['id']}",
-                    rationale="refine the best candidate" if base else "explore around the pool",
-                )
+            plan = Strategy(
+                parent_ids=[parent["id"]],
+                parent_texts=[parent["text"]],
+                operator=operator,
+                idea=f"apply {operator} to {parent['id']}",
+                rationale="refine the best candidate" if base else "explore around the pool",
             )
+            if drawn is not None:
+                _attach(plan, drawn)
+                # The space's transforms that realise this kind of idea, if it has any: then the
+                # child applies the idea's category; otherwise the idea is only recorded.
+                fitting = [op for op in (realise(drawn.stored.idea.tag) if realise else []) if op in operators]
+                if fitting:
+                    plan["operator"] = idea_rng.choice(fitting)
+                    plan["rationale"] = f"{plan['operator']} realises the idea's category"
+                else:
+                    plan["rationale"] += "; the idea is recorded (no transform realises it without an LLM)"
+            plans.append(plan)
         return plans
 
     # -- llm -------------------------------------------------------------------------------

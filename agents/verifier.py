@@ -65,8 +65,8 @@ class Verifier(Agent):
         parents = {space.canonical(p) for p in strategy.get("parent_texts", []) if space.validate(p).ok}
         if canonical in parents:
             return Verdict(route="discard", stage="structure", reason="identical to its parent")
-        depth = space.depth(text)
-        if depth < workflow.min_layers:
+        depth = space.depth(text)  # None: counted when the candidate runs
+        if depth is not None and depth < workflow.min_layers:
             return Verdict(
                 route="discard", stage="structure", reason=f"only {depth} layers (< {workflow.min_layers})"
             )
@@ -90,6 +90,10 @@ class Verifier(Agent):
                     checked_text=text,
                 )
             measured = {k: int(result.value.get(k) or 0) for k in ("params", "macs", "flops")}
+            ran = result.value.get("weight_layers")
+            if depth is None and ran is not None and ran < workflow.min_layers:
+                return Verdict(route="discard", stage="structure",
+                               reason=f"only {ran} weight layers run in forward (< {workflow.min_layers})")
         else:  # nothing to execute (a table lookup): figures from the evaluator when it has them
             params, flops = self.ctx.evaluator.measure(text)
             measured = {k: v for k, v in (("params", params), ("flops", flops)) if v is not None}

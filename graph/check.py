@@ -1,6 +1,7 @@
 """Vet one candidate with the Verifier's checks and the evaluator, outside any run.
 
-``archsmith check "SuperConvK3BNRELU(3,32,2,1)..."`` is how a user vets a base model.
+``archsmith check "SuperConvK3BNRELU(3,32,2,1)..."`` or ``archsmith check model.py`` (a code
+candidate) is how a user vets a base model.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class CheckReport:
     score_std: float | None = None
     sandbox: str = ""
     traceback: str | None = None
+    weight_layers: int | None = None  # weight layers the forward pass ran
     over_budget: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -38,7 +40,7 @@ def read_candidate(candidate: str) -> str:
     """A candidate given on the command line: its text, or a path to a file holding it."""
     path = Path(candidate)
     if len(candidate) < 4096 and path.is_file():
-        return path.read_text("utf-8").strip()
+        return path.read_text("utf-8").strip() + ("\n" if path.suffix == ".py" else "")
     return candidate.strip()
 
 
@@ -60,6 +62,13 @@ def check_candidate(text: str, config: ArchsmithConfig) -> CheckReport:
             report.params = int(result.value.get("params") or 0)
             report.macs = int(result.value.get("macs") or 0)
             report.flops = int(result.value.get("flops") or 0)
+            report.weight_layers = result.value.get("weight_layers")
+            depth = space.depth(text)
+            depth = report.weight_layers if depth is None else depth
+            if depth is not None and depth < config.workflow.min_layers:
+                report.ok, report.stage = False, "structure"
+                report.reason = f"only {depth} weight layers (< workflow.min_layers = {config.workflow.min_layers})"
+                return report
         else:
             report.params, report.flops = evaluator.measure(text)
         report.stage = "budget"

@@ -49,7 +49,10 @@ def _summary_table(result) -> Table:
     table.add_row("stop reason", str(result.stop_reason or "interrupted"))
     if best:
         table.add_row("best candidate", best["id"])
-        table.add_row("best structure", best["text"])
+        text = best["text"]
+        if "\n" in text:  # a source file: point at it rather than print it
+            text = f"{len(text.splitlines())} lines: {result.run_dir / 'best' / 'candidate.txt'}"
+        table.add_row("best structure", text)
         table.add_row("score", f"{best['score']:.4f} (std {best.get('score_std') or 0:.4f})")
         if best.get("params") is not None:
             table.add_row("params", f"{best['params']:,} ({best['params'] / 1e6:.3f} M)")
@@ -65,6 +68,8 @@ def _summary_table(result) -> Table:
     table.add_row("repaired by debugger", str(counts["repaired_by_debugger"]))
     table.add_row("repaired by downscaler", str(counts["repaired_by_downscaler"]))
     table.add_row("discarded", str(counts["discarded"]))
+    if counts["generated"]:
+        table.add_row("pass rate (valid / generated)", f"{counts['valid'] / counts['generated']:.1%}")
     table.add_row("wall time", f"{result.elapsed_s:.1f} s")
     table.add_row("sandbox", result.sandbox)
     table.add_row("run directory", str(result.run_dir))
@@ -151,14 +156,15 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="The run directory (runs
 
 @app.command()
 def check(
-    candidate: Annotated[str, typer.Argument(help="A candidate (structure string) or a file holding one.")],
+    candidate: Annotated[str, typer.Argument(help="A candidate (structure string) or a file holding one; a .py file is a code candidate.")],
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config for space and budget.")] = None,
     set_: SetOption = None,
 ) -> None:
     """Run the Verifier's checks and the evaluator on one candidate; exit 1 if it fails."""
     from archsmith.graph.check import check_candidate, read_candidate
 
-    cfg = _load(config, set_)
+    code_file = candidate.endswith(".py") and Path(candidate).is_file()
+    cfg = _load(config, ["space.name=code", *(set_ or [])] if code_file and config is None else set_)
     report = check_candidate(read_candidate(candidate), cfg)
     table = Table(show_header=False, title="check")
     table.add_column("field", no_wrap=True)
@@ -177,6 +183,8 @@ def check(
         table.add_row(label, f"{report.score:.4f} (std {report.score_std or 0:.4f})")
     for name, value in report.metrics.items():
         table.add_row(f"{name} (reported only)", f"{value:.4f}")
+    if report.weight_layers is not None:
+        table.add_row("weight layers run", str(report.weight_layers))
     if report.sandbox:
         table.add_row("sandbox", report.sandbox)
     console.print(table)

@@ -86,7 +86,7 @@ def make_evaluate(ctx: RunContext):
         if cached is not None:
             record.update(status=cached.get("status", "valid"), score=cached.get("score"),
                           score_std=cached.get("score_std"), metrics=cached.get("metrics") or {},
-                          discard_reason=cached.get("discard_reason"))
+                          discard_reason=cached.get("discard_reason"), discard_stage=cached.get("discard_stage"))
             step.decision = "reused the score saved by an earlier session"
         else:
             result = ctx.evaluator.evaluate(record["text"])
@@ -95,7 +95,7 @@ def make_evaluate(ctx: RunContext):
                 record.update(status="valid", score=float(result.score), score_std=result.std,
                               metrics=dict(result.report))
             else:
-                record.update(status="discarded", score=None,
+                record.update(status="discarded", score=None, discard_stage="score",
                               discard_reason=f"scoring failed: {result.short_error()}")
             step.decision = record["status"]
         record.setdefault("discard_reason", None)
@@ -115,6 +115,7 @@ def make_discard(ctx: RunContext):
         record = _base_record(ctx, state)
         verdict = state.get("verdict") or {}
         record.update(status="discarded", score=None, discard_reason=verdict.get("reason") or "discarded",
+                      discard_stage=verdict.get("stage") or "generate",
                       params=verdict.get("params"), macs=verdict.get("macs"), flops=verdict.get("flops"))
         ctx.trace.record(StepRecord(node="discard", role="discard", generation=record["generation"],
                                     candidate_id=record["id"], decision=record["discard_reason"]))

@@ -6,6 +6,7 @@ runs/<id>/trace.sqlite         LangGraph checkpoints + the `steps` table of the 
 runs/<id>/candidates/<cid>/    candidate.txt (the source), result.json
 runs/<id>/history.jsonl        one archived record per line, in order
 runs/<id>/best/                the best candidate: candidate.txt, result.json
+runs/<id>/lineage.json         the lineage graph (networkx node-link JSON), written with the summary
 runs/<id>/knowledge.json       the idea store (and its version) each session used, when knowledge.use
 runs/<id>/summary.json         written when the run stops
 runs/<id>/.lock                held (flock) by the process running the run, so no two sessions overlap
@@ -105,6 +106,11 @@ class RunPaths:
     @property
     def best(self) -> Path:
         return self.root / "best"
+
+    @property
+    def lineage(self) -> Path:
+        """Parents -> children as a networkx node-link graph (graph.lineage)."""
+        return self.root / "lineage.json"
 
     @property
     def knowledge(self) -> Path:

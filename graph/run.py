@@ -26,6 +26,7 @@ from archsmith.agents.prompts import PromptLoader
 from archsmith.graph.builder import build_search_graph, validate_workflow
 from archsmith.graph.config import ArchsmithConfig, load_config
 from archsmith.graph.context import RunContext, make_evaluator, needs_sandbox
+from archsmith.graph.lineage import lineage_json, pass_rates
 from archsmith.graph.paths import RunPaths, write_atomic, write_json
 from archsmith.graph.state import CandidateRecord, SearchState, best_record
 from archsmith.graph.trace import TraceStore
@@ -220,8 +221,10 @@ def _write_summary(paths: RunPaths, result: RunResult) -> None:
             "elapsed_s": result.elapsed_s,
             "sandbox": result.sandbox,
             "sessions": result.sessions,
+            "pass_rate": pass_rates(result.history),
         },
     )
+    write_atomic(paths.lineage, lineage_json(result.history))
 
 
 def run(

@@ -65,6 +65,7 @@ class CandidateRecord(TypedDict, total=False):
     canonical: str
     status: Status
     discard_reason: str | None
+    discard_stage: str | None  # the verifier stage (or "score") at which a discarded child failed
     score: float | None
     score_std: float | None
     metrics: dict[str, float]  # reported only (e.g. a table's test accuracy), never searched on

@@ -79,8 +79,28 @@ def _failed(stage: str, exc: BaseException, started: float, **fields: Any) -> di
     }
 
 
+def _weight_layer_hooks(model: nn.Module, used: set[int]) -> list[Any]:
+    """Hooks that record which weight layers (a ``weight`` of 2+ dimensions: conv, linear) run."""
+    import torch
+
+    def record(module: nn.Module, inputs: object, output: object) -> None:
+        used.add(id(module))
+
+    return [
+        module.register_forward_hook(record)
+        for module in model.modules()
+        if not list(module.children())
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+        and module.weight.dim() >= 2
+    ]
+
+
 def _forward(model: nn.Module, payload: dict[str, Any], fields: dict[str, Any]) -> torch.Tensor:
-    """Forward a random batch in train mode; checks the output's shape and values."""
+    """Forward a random batch in train mode; checks the output's shape and values.
+
+    Also counts the weight layers the forward pass used (``fields["weight_layers"]``), for the
+    structural check of spaces whose depth cannot be read from the text.
+    """
     import torch
 
     batch = int(payload.get("batch_size", 2))
@@ -89,7 +109,14 @@ def _forward(model: nn.Module, payload: dict[str, Any], fields: dict[str, Any]) 
     generator = torch.Generator().manual_seed(int(payload.get("seed", 0)))
     x = torch.randn(batch, int(payload.get("in_channels", 3)), height, width, generator=generator)
     model.train()
-    out = model(x)
+    used: set[int] = set()
+    hooks = _weight_layer_hooks(model, used)
+    try:
+        out = model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    fields["weight_layers"] = len(used)
     if not isinstance(out, torch.Tensor):
         raise _StageFailure("OutputShape", f"forward returned {type(out).__name__}, not a tensor")
     fields["output_shape"] = list(out.shape)
@@ -121,7 +148,7 @@ def check_candidate(payload: dict[str, Any]) -> dict[str, Any]:
 
     started = time.perf_counter()
     _set_threads(payload)
-    fields: dict[str, Any] = {"params": 0, "macs": 0, "flops": 0, "output_shape": None}
+    fields: dict[str, Any] = {"params": 0, "macs": 0, "flops": 0, "output_shape": None, "weight_layers": None}
     fields["input_size"] = list(_input_hw(payload))
     stage = "build"
     try:

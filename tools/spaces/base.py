@@ -81,8 +81,8 @@ class SearchSpace(Protocol):
     def shrink(self, text: str, factor: float, rng: random.Random) -> Mutation:
         """A smaller variant (fewer params/FLOPs), scaling by about ``factor`` (< 1)."""
 
-    def depth(self, text: str) -> int:
-        """Number of weight layers, for the structural check."""
+    def depth(self, text: str) -> int | None:
+        """Number of weight layers, for the structural check (None: counted when it runs)."""
 
     def describe(self) -> str:
         """The grammar and rules of the space, in words, for prompts."""
