@@ -12,6 +12,17 @@ from archsmith.graph.trace import StepRecord
 
 # Aim a little under the limit so that one shrink usually suffices.
 HEADROOM = 0.9
+# FairNAD's feedback loop: far over budget (any cost above FAR_OVER x its limit) a child whose
+# parent it extends keeps its new module in one place only; otherwise one of the predefined
+# shrinking strategies, drawn uniformly per try.
+FAR_OVER = 1.5
+SINGLE_USE = ("restrict the newly added module to a single use (one place in the network) instead "
+              "of repeating it, and keep everything else")
+STRATEGIES = (
+    "reduce depth: fewer blocks or layers per stage",
+    "reduce width: fewer channels in every stage, keeping their ratios",
+    "reduce width of the widest stages only",
+)
 
 
 @register_agent("downscaler")
@@ -30,6 +41,15 @@ class Downscaler(RepairAgent):
         if budget.flops_m is not None and verdict.get("flops"):
             ratios.append(budget.flops_m * 1e6 / verdict["flops"])
         return max(0.05, min(ratios) * HEADROOM)
+
+    def _strategy(self, state: ChildState) -> str:
+        tries = state.get("downscale_tries", 0)
+        strategy = state["strategy"]
+        has_parent = bool(strategy.get("parent_texts"))
+        if has_parent and 1.0 / max(self._ratio(state) / HEADROOM, 1e-9) > FAR_OVER:
+            return SINGLE_USE
+        rng = rng_for(self.ctx.config.seed, "downscaler-strategy", strategy["candidate_id"], tries)
+        return rng.choice(STRATEGIES)
 
     def algorithmic(self, state: ChildState, step: StepRecord) -> dict[str, Any]:
         text = state.get("text") or ""
@@ -54,6 +74,7 @@ class Downscaler(RepairAgent):
             "flops": verdict.get("flops"),
             "over": verdict.get("reason", ""),
             "factor": round(self._ratio(state), 3),
+            "strategy": self._strategy(state),
             "budget": self.ctx.config.budget.model_dump(),
         }
         step.inputs = {k: v for k, v in variables.items() if k != "space_rules"}

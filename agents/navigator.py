@@ -12,6 +12,7 @@ from typing import Any
 
 from archsmith.agents.answers import AnswerError, extract_json
 from archsmith.agents.base import Agent, register_agent
+from archsmith.agents.fairnad import STAGE_ITERATIVE, STAGE_PARETO, plan_generation
 from archsmith.agents.selection import (
     choose_parent,
     next_phase,
@@ -45,13 +46,13 @@ class Navigator(Agent):
 
     # -- shared ---------------------------------------------------------------------------
 
-    def _plan_size(self, state: SearchState) -> int:
+    def _plan_size(self, state: SearchState, wanted: int | None = None) -> int:
         """Children for this generation: never more than the budget still allows."""
         search = self.ctx.config.search
         history = state.get("history", [])
         evaluated = sum(1 for r in history if r.get("status") == "valid")
         remaining = min(search.max_candidates - evaluated, search.children_cap() - len(history))
-        return max(0, min(search.children_per_generation, remaining))
+        return max(0, min(search.children_per_generation if wanted is None else wanted, remaining))
 
     def _parents(self, state: SearchState) -> dict[str, str]:
         """Candidates a plan may name as parents: the pool, or the seeds before any is valid."""
@@ -125,6 +126,10 @@ class Navigator(Agent):
 
     def algorithmic(self, state: SearchState, step: StepRecord) -> dict[str, Any]:
         phase, base = self._phase(state)
+        if self.ctx.config.search.mutation == "fairnad":
+            plans = self._fairnad_plans(state)
+            step.inputs = {"stages": _stage_counts(plans), "pool": list(self._parents(state))}
+            return self._finish(state, plans, phase, base, step)
         plans = self._algorithmic_plans(state, phase, base)
         step.inputs = {"phase": phase, "base": base, "pool": list(self._parents(state))}
         return self._finish(state, plans, phase, base, step)
@@ -174,10 +179,85 @@ class Navigator(Agent):
             plans.append(plan)
         return plans
 
+    # -- FairNAD's multi-type mutation ------------------------------------------------------
+
+    def _fairnad_plans(self, state: SearchState, iterative_ideas: list[str] | None = None) -> list[Strategy]:
+        """Stages I-III (agents.fairnad) with ideas attached: fair draws for the initial and stage-I
+        plans; for stage III ``iterative_ideas`` (from the LLM) or related ideas from the store."""
+        config = self.ctx.config
+        generation = state.get("generation", 0)
+        settings = config.search.fairnad
+        wanted = (settings.initial if not state.get("history") else
+                  settings.idea_parents + settings.pareto_parents + settings.iterative_parents)
+        rng = rng_for(config.seed, "fairnad", generation)
+        seeds = {f"{SEED_PREFIX}{i}": text for i, text in enumerate(self.ctx.space.initial())}
+        plans = plan_generation(state.get("history", []), seeds, config, self.ctx.space.operators(), rng,
+                                self._plan_size(state, wanted))
+        idea_rng = rng_for(config.seed, "fairnad-ideas", generation)
+        realise = getattr(self.ctx.space, "operators_for_idea", None)
+        operators = self.ctx.space.operators()
+        iterative = list(iterative_ideas or [])
+        for plan in plans:
+            stage = plan.get("stage")
+            if stage == STAGE_ITERATIVE and iterative:
+                plan["idea"] = iterative.pop(0)
+                continue
+            if stage == STAGE_PARETO or self.ctx.ideas is None:
+                continue
+            drawn = self._related_idea(plan, idea_rng) if stage == STAGE_ITERATIVE else self.ctx.ideas.draw(idea_rng)
+            _attach(plan, drawn)
+            fitting = [op for op in (realise(drawn.stored.idea.tag) if realise else []) if op in operators]
+            plan["operator"] = idea_rng.choice(fitting) if fitting else None
+        return plans
+
+    def _related_idea(self, plan: Strategy, rng: Any) -> SampledIdea:
+        """Stage III without an LLM: the stored idea most like the parent's (it improved), or a
+        fresh idea of the same main category (it degraded)."""
+        assert self.ctx.ideas is not None
+        text, tag = plan.get("parent_idea", ""), plan.get("parent_idea_tag", "")
+        store = self.ctx.idea_store
+        if not text or store is None:
+            return self.ctx.ideas.draw(rng)
+        if plan.get("parent_improved"):
+            similar = [s for s in store.search(text, 4) if s.idea.text != text]
+            return self.ctx.ideas.draw_from(similar, rng)
+        main = tag.split(" > ")[2] if tag.count(" > ") == 3 else None
+        same = [s for s in store.ideas(main_category=main) if s.idea.text != text] if main else []
+        return self.ctx.ideas.draw_from(same, rng)
+
+    def _fairnad_llm(self, state: SearchState, step: StepRecord, phase: Phase, base: str | None) -> dict[str, Any]:
+        """FairNAD with an LLM: the stage-III ideas come from navigator/iterate.md."""
+        plans = self._fairnad_plans(state)
+        chains = [p for p in plans if p.get("stage") == STAGE_ITERATIVE]
+        step.inputs = {"stages": _stage_counts(plans)}
+        if chains:
+            history = {r["id"]: r for r in state.get("history", [])}
+            items = [{"parent_id": p["parent_ids"][0], "idea": p.get("parent_idea", ""),
+                      "tag": p.get("parent_idea_tag", ""), "improved": p.get("parent_improved", False),
+                      "score": history[p["parent_ids"][0]].get("score")} for p in chains]
+            variables = {"items": items, "count": len(items), "space_rules": self.ctx.space.describe(),
+                         "tree": self.ctx.idea_store.tree.render("performance") if self.ctx.idea_store else ""}
+            step.inputs["items"] = items
+
+            def parse(answer: str) -> list[str]:
+                ideas = extract_json(answer).get("ideas")
+                if not isinstance(ideas, list) or len(ideas) < len(items):
+                    raise AnswerError(f'expected {{"ideas": [...]}} with {len(items)} ideas, one per parent')
+                texts = [str(i.get("text") if isinstance(i, dict) else i).strip() for i in ideas[: len(items)]]
+                if not all(texts):
+                    raise AnswerError("every idea needs a non-empty text")
+                return [" ".join(t.split()[:60]) for t in texts]
+
+            ideas = self.ask_llm("iterate", variables, parse, step, model=self._phase_model(phase))
+            plans = self._fairnad_plans(state, iterative_ideas=ideas)
+        return self._finish(state, plans, phase, base, step)
+
     # -- llm -------------------------------------------------------------------------------
 
     def llm(self, state: SearchState, step: StepRecord) -> dict[str, Any]:
         phase, base = self._phase(state)
+        if self.ctx.config.search.mutation == "fairnad":
+            return self._fairnad_llm(state, step, phase, base)
         parents = self._parents(state)
         size = self._plan_size(state)
         if size == 0:
@@ -246,6 +326,13 @@ class Navigator(Agent):
             if idea is not None:  # child i applies sampled idea i (the model chose parents and operator)
                 _attach(plan, idea)
         return self._finish(state, plans, phase, base, step)
+
+
+def _stage_counts(plans: list[Strategy]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for plan in plans:
+        counts[plan.get("stage", "")] = counts.get(plan.get("stage", ""), 0) + 1
+    return counts
 
 
 def _attach(plan: Strategy, drawn: SampledIdea) -> None:

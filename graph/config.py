@@ -73,6 +73,19 @@ class EvaluatorConfig(_Section):
         }
 
 
+class FairNADConfig(_Section):
+    """FairNAD's multi-type mutation (search.mutation = "fairnad"); defaults from its Table 5."""
+
+    initial: int = Field(8, ge=1, description="k0: first mutations of the base, with fair ideas.")
+    idea_parents: int = Field(8, ge=0, description="k1: stage I, top-k parents x a fairly sampled idea.")
+    pareto_parents: int = Field(8, ge=0, description="k2: stage II, NSGA-II parents: upscale or tune.")
+    iterative_parents: int = Field(4, ge=0, description="k3: stage III, top-k parents refined iteratively.")
+    iterative_steps: int = Field(2, ge=1, description="d: refinement steps per stage-III chain.")
+    upscale_below: float = Field(
+        0.9, gt=0, le=1, description="Stage II upscales a parent any of whose costs is below this x its limit."
+    )
+
+
 class SearchConfig(_Section):
     """Candidate budget and stop rules."""
 
@@ -87,6 +100,11 @@ class SearchConfig(_Section):
     time_limit_s: float | None = Field(None, gt=0, description="Wall-clock limit over all sessions.")
     top_k: int = Field(5, ge=1, description="Parent pool size (PhaseNAS's K).")
     parent_selection: Literal["top_k", "pareto"] = "top_k"
+    mutation: Literal["default", "fairnad"] = Field(
+        "default", description="default: the Navigator's plans (PhaseNAS phases); fairnad: FairNAD's "
+        "multi-type mutation (stages I-III, see [search.fairnad]); children_per_generation is then k1+k2+k3.",
+    )
+    fairnad: FairNADConfig = Field(default_factory=FairNADConfig)
 
     def children_cap(self) -> int:
         return self.max_children or 10 * self.max_candidates

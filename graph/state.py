@@ -39,6 +39,12 @@ class Strategy(TypedDict, total=False):
     model: str | None  # which LLM the generator should use in this phase
     rationale: str
     feedback: list[str]  # recent children and outcomes, only when the generator keeps a memory
+    # FairNAD's multi-type mutation (search.mutation = "fairnad"):
+    stage: str  # initial | idea | pareto | iterative
+    iteration: int  # stage III: the step of the refinement chain
+    parent_improved: bool  # stage III: the parent scored higher than its own parent
+    parent_idea: str
+    parent_idea_tag: str
 
 
 class Verdict(TypedDict, total=False):
@@ -75,6 +81,9 @@ class CandidateRecord(TypedDict, total=False):
     operator: str | None
     idea: str
     idea_id: str | None
+    idea_tag: str | None
+    stage: str | None  # FairNAD's mutation stage, when search.mutation = "fairnad"
+    iteration: int | None
     phase: Phase
     generator_policy: str
     debug_repairs: int  # successful repairs by the debugger that led to this child

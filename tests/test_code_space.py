@@ -175,6 +175,9 @@ def test_downscaler_brings_an_over_budget_child_under(code_config, policy):
     assert record["status"] == "valid" and record["downscale_repairs"] >= 1
     assert record["params"] <= 1.5e6
     assert "ChannelGate" in record["text"]  # shrinking kept the new module
+    if policy == "llm":  # far over budget: FairNAD's first strategy, the new module used once
+        first = read_steps(result.run_dir / "trace.sqlite", role="downscaler")[0]
+        assert "restrict the newly added module to a single use" in first.prompts[1].text
 
 
 def test_unchanged_and_one_layer_children_are_rejected(code_config):
@@ -237,3 +240,31 @@ def test_check_command_vets_a_code_file(tmp_path):
     model.write_text(BASE.replace("return self.classifier(x)", "return self.classifier(x)[:, :3]"), "utf-8")
     failed = runner.invoke(app, ["check", str(model), "--set", "sandbox.mode=inprocess"])
     assert failed.exit_code == 1 and "OutputShape" in failed.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUILTIN_BASES)
+def test_algorithmic_shrink_converges_from_three_times_over_budget(name, one_torch_thread):
+    """The downscaler's transform, at most workflow.max_downscale (4) tries, several seeds."""
+    import torch
+    from thop import profile
+
+    from archsmith.tools.spaces.code_net import load_entry
+
+    def cost(source: str) -> tuple[int, float]:
+        model = load_entry(source, "Network")(10)
+        macs, _ = profile(model, inputs=(torch.randn(1, 3, 32, 32),), verbose=False)
+        return sum(p.numel() for p in model.parameters()), 2 * macs
+
+    source = builtin_base_source(name)
+    params, flops = cost(source)
+    for index, limit_of in enumerate((lambda p, f: p, lambda p, f: f)):
+        limit = limit_of(params, flops) / 3
+        for seed in range(3):
+            text, tries = source, 0
+            value = limit_of(*cost(text))
+            while value > limit and tries < 4:
+                factor = max(0.05, 0.9 * limit / value)  # as the Downscaler computes it
+                text = SPACE.shrink(text, factor, random.Random(f"{seed}:{tries}")).child
+                value, tries = limit_of(*cost(text)), tries + 1
+            assert value <= limit, (name, ("params", "flops")[index], seed, value / limit)
