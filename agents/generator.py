@@ -29,11 +29,16 @@ class Generator(Agent):
         strategy = state["strategy"]
         rng = rng_for(self.ctx.config.seed, "generator", strategy["candidate_id"])
         parent = strategy["parent_texts"][0] if strategy["parent_texts"] else None
+        step.inputs = {"parents": strategy["parent_ids"], "operator": strategy.get("operator")}
         for attempt in range(1, NOVELTY_TRIES + 1):
-            text, applied = self._mutate(parent, strategy, rng)
+            try:
+                text, applied = self._mutate(parent, strategy, rng)
+            except ValueError as error:  # no operator applies to this parent
+                step.decision = f"no applicable mutation: {error}"
+                step.parsed = None
+                return {"text": None, "notes": [f"generator: {step.decision}"]}
             if self.ctx.archive.owner(self.ctx.space.canonical(text)) is None:
                 break  # a child nobody has proposed yet
-        step.inputs = {"parents": strategy["parent_ids"], "operator": strategy.get("operator")}
         step.tools["attempts"] = attempt
         step.parsed = text
         step.decision = "; ".join(applied)
@@ -48,7 +53,15 @@ class Generator(Agent):
         text, applied = parent, []
         for index in range(steps):
             operator = strategy.get("operator") if index == 0 else None
-            mutation = self.ctx.space.mutate(text, rng, operator)
+            try:
+                mutation = self.ctx.space.mutate(text, rng, operator)
+            except ValueError as error:
+                if operator is None:
+                    raise
+                # The planned operator has no site in this parent (e.g. every block already has
+                # an SE module): any operator that applies instead.
+                mutation = self.ctx.space.mutate(text, rng, None)
+                applied.append(f"{operator} does not apply ({error})")
             text = mutation.child
             applied.append(mutation.description)
         return text, applied

@@ -123,6 +123,10 @@ class SandboxConfig(_Section):
         8192, ge=256, description="Address space a candidate may add on top of its warm worker's."
     )
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per candidate.")
+    private_home: bool = Field(
+        True, description="Where Landlock exists, candidates read only system directories, the Python "
+        "installation and the import path (not the home directory).",
+    )
 
 
 class LLMSettings(_Section):

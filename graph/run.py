@@ -81,7 +81,8 @@ def open_sandbox(config: ArchsmithConfig, stack: ExitStack):
 
     if config.sandbox.mode == "inprocess":
         return InProcessRunner()
-    limits = SandboxLimits(timeout_s=config.sandbox.timeout_s, memory_mb=config.sandbox.memory_mb)
+    limits = SandboxLimits(timeout_s=config.sandbox.timeout_s, memory_mb=config.sandbox.memory_mb,
+                           private_home=config.sandbox.private_home)
     sandbox = Sandbox(limits, workers=config.parallel.workers, torch_threads=config.sandbox.torch_threads)
     return stack.enter_context(sandbox)
 

@@ -1,6 +1,6 @@
-"""File-system write isolation (Landlock): a task writes only inside its own temporary directory.
-
-Reads stay unrestricted. Where the kernel has no Landlock, the Landlock-specific assertions are
+"""File-system isolation (Landlock): a task writes only inside its own temporary directory, and
+(private_home, the default) reads only system directories, the Python installation, the import
+path and its own directory. Where the kernel has no Landlock, the Landlock-specific assertions are
 skipped and the sandbox says ``+no-fs-isolation``.
 """
 
@@ -21,8 +21,9 @@ needs_landlock = pytest.mark.skipif(not HAS_LANDLOCK, reason="the kernel has no 
 ORIGINAL = "original content"
 
 
-def make_sandbox(filesystem: str = "auto", **kwargs: object) -> Sandbox:
-    limits = SandboxLimits(timeout_s=10, memory_mb=512, filesystem=filesystem)  # type: ignore[arg-type]
+def make_sandbox(filesystem: str = "auto", private_home: bool = True, **kwargs: object) -> Sandbox:
+    limits = SandboxLimits(timeout_s=10, memory_mb=512, filesystem=filesystem,  # type: ignore[arg-type]
+                           private_home=private_home)
     return Sandbox(limits, 1, python_path=[HERE], preload=(), **kwargs)  # type: ignore[arg-type]
 
 
@@ -42,7 +43,7 @@ def outside(tmp_path: Path) -> Path:
 
 def test_mechanism_reports_filesystem_isolation(confined: Sandbox) -> None:
     expected = "+landlock-fs" if HAS_LANDLOCK else "+no-fs-isolation"
-    assert confined.mechanism.endswith(expected)
+    assert expected in confined.mechanism
     assert confined.run("sandbox_tasks:echo", {}).mechanism == confined.mechanism
 
 
@@ -76,8 +77,23 @@ def test_creating_outside_fails(confined: Sandbox, tmp_path: Path, operation: st
     assert list(tmp_path.iterdir()) == []
 
 
-def test_reading_outside_works(confined: Sandbox, outside: Path) -> None:
+@needs_landlock
+def test_reading_outside_the_readable_paths_is_denied(confined: Sandbox, outside: Path) -> None:
+    assert confined.mechanism.endswith("+landlock-fs+private-home")
     result = confined.run("sandbox_tasks:file_operation", {"path": str(outside), "operation": "read"})
+    assert not result.ok and result.error_type == "PermissionError", result.short_error()
+    home_file = Path.home() / ".bashrc"
+    if home_file.is_file():
+        result = confined.run("sandbox_tasks:file_operation", {"path": str(home_file), "operation": "read"})
+        assert not result.ok and result.error_type == "PermissionError"
+    system = confined.run("sandbox_tasks:file_operation", {"path": "/etc/passwd", "operation": "read"})
+    assert system.ok, system.short_error()
+
+
+def test_reading_outside_works_without_private_home(outside: Path) -> None:
+    with make_sandbox("auto", private_home=False) as box:
+        assert not box.mechanism.endswith("+private-home")
+        result = box.run("sandbox_tasks:file_operation", {"path": str(outside), "operation": "read"})
     assert result.ok, result.short_error()
     assert result.value["text"] == ORIGINAL
 
@@ -110,7 +126,7 @@ def test_torch_tasks_work_under_landlock() -> None:
     payload = {"space": "template", "space_settings": {}, "text": TEMPLATE, "num_classes": 10, "input_size": 16}
     limits = SandboxLimits(timeout_s=60, filesystem="landlock")
     with Sandbox(limits, workers=1, python_path=[HERE]) as box:
-        assert box.mechanism.endswith("+landlock-fs")
+        assert "+landlock-fs" in box.mechanism
         check = box.run("archsmith.tools.tasks:check_candidate", payload)
         assert check.ok and check.value["ok"], check.value
         assert check.value["macs"] > 0 and check.value["output_shape"] == [2, 10]

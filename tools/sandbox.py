@@ -105,9 +105,15 @@ class SandboxLimits(BaseModel):
     filesystem: FilesystemIsolation = Field(
         default="auto",
         description="Write isolation: 'landlock' confines the task's writes to its temporary directory "
-        "(and /dev/null, /dev/zero, /dev/urandom, /dev/random); reads stay unrestricted. 'auto' uses "
+        "(and /dev/null, /dev/zero, /dev/urandom, /dev/random); reads: see private_home. 'auto' uses "
         "Landlock where the kernel supports it, 'landlock' makes the sandbox fail to start without it, "
         "'none' leaves the file system open.",
+    )
+    private_home: bool = Field(
+        default=True,
+        description="With Landlock: reads are confined too, to system directories, the Python "
+        "installation, the import path and the task's directory, so the home directory (beyond "
+        "those) is unreadable (mechanism +private-home).",
     )
 
 
@@ -326,8 +332,9 @@ class Sandbox:
         self.mode: Literal["fork-server", "inprocess"] = "fork-server"
         prefix, network = detect_isolation(isolation, self.limits.network)
         files = detect_filesystem_isolation(self.limits.filesystem)
-        self.mechanism = f"fork-server+{network}+rlimits+{files}"
         self._landlock = files == "landlock-fs"
+        self._private_home = self._landlock and self.limits.private_home
+        self.mechanism = f"fork-server+{network}+rlimits+{files}" + ("+private-home" if self._private_home else "")
         self._block_network = network == "socket-block"
         self._own_user_namespace = network.startswith("unshare")
         self._work_root = tempfile.mkdtemp(prefix="archsmith-sandbox-")
@@ -392,6 +399,7 @@ class Sandbox:
             "torch_threads": self.torch_threads,
             "block_network": self._block_network,
             "landlock": self._landlock,
+            "private_home": self._private_home,
         }
         worker = self._free.get()
         try:

@@ -54,13 +54,18 @@ _CHILD_SETUP_FAILED = 70
 
 
 # ----------------------------------------------------------------------------------------------
-# Landlock: confine the child's writes to its temporary directory (reads stay unrestricted).
+# Landlock: confine the child's writes to its temporary directory and, optionally, its reads to
+# the system, the Python installation, the import path and that directory (no home directory).
 
 _PR_SET_NO_NEW_PRIVS = 38
 _SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_ADD_RULE, _SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
 _LANDLOCK_CREATE_RULESET_VERSION = 1
 _LANDLOCK_RULE_PATH_BENEATH = 1
-_FS_WRITE_FILE = 1 << 1
+_FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_FS_READ_RIGHTS = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
+# Readable when reads are confined: what the interpreter, torch and its libraries need.
+SYSTEM_READABLE = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys", "/dev",
+                   "/opt", "/run/shm", "/dev/shm")
 _FS_REMOVE_DIR, _FS_REMOVE_FILE = 1 << 4, 1 << 5
 _FS_MAKE_CHAR, _FS_MAKE_DIR, _FS_MAKE_REG, _FS_MAKE_SOCK = 1 << 6, 1 << 7, 1 << 8, 1 << 9
 _FS_MAKE_FIFO, _FS_MAKE_BLOCK, _FS_MAKE_SYM = 1 << 10, 1 << 11, 1 << 12
@@ -105,17 +110,44 @@ def landlock_handled_rights(abi: int) -> int:
     return rights
 
 
-def restrict_writes_to(directory: str, devices: tuple[str, ...] = LANDLOCK_WRITABLE_DEVICES) -> int:
+def readable_paths() -> list[str]:
+    """What a task may read when reads are confined: system directories, the Python installation
+    (prefixes), every directory on the import path and of the loaded packages, except the home
+    directory itself and its ancestors (so ``~/.ssh`` stays unreadable unless it is on the path)."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    candidates = [*SYSTEM_READABLE, sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]
+    for module in list(sys.modules.values()):
+        entries = getattr(module, "__path__", None)
+        if isinstance(entries, (list, tuple)) or type(entries).__name__ == "_NamespacePath":
+            candidates.extend(entry for entry in entries if isinstance(entry, str))
+    paths: list[str] = []
+    for entry in candidates:
+        if not entry or not isinstance(entry, str):
+            continue
+        real = os.path.realpath(entry)
+        if not os.path.isdir(real) or real == home or home.startswith(real.rstrip("/") + "/"):
+            continue  # the home directory, or an ancestor of it (e.g. "/")
+        if real not in paths:
+            paths.append(real)
+    return paths
+
+
+def restrict_writes_to(
+    directory: str,
+    devices: tuple[str, ...] = LANDLOCK_WRITABLE_DEVICES,
+    readable: list[str] | None = None,
+) -> int:
     """Confine this process (and whatever it starts) to writing inside ``directory``.
 
-    Reads, execution and directory listing stay unrestricted (they are not handled). Returns the
-    ABI used; raises ``OSError`` when Landlock cannot be applied. Irrevocable for this process.
+    With ``readable`` (see :func:`readable_paths`), reading, listing and executing are confined to
+    those directories and ``directory`` too; without it they stay unrestricted. Returns the ABI
+    used; raises ``OSError`` when Landlock cannot be applied. Irrevocable for this process.
     """
     abi = landlock_abi()
     if abi < 1:
         raise OSError(errno.EOPNOTSUPP, "Landlock is not supported by this kernel")
     libc = _syscall()
-    handled = landlock_handled_rights(abi)
+    handled = landlock_handled_rights(abi) | (_FS_READ_RIGHTS if readable is not None else 0)
     attr = ctypes.create_string_buffer(_RULESET_ATTR.pack(handled), _RULESET_ATTR.size)
     ruleset = libc.syscall(
         ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET), attr, ctypes.c_size_t(_RULESET_ATTR.size), ctypes.c_uint32(0)
@@ -125,8 +157,9 @@ def restrict_writes_to(directory: str, devices: tuple[str, ...] = LANDLOCK_WRITA
         raise OSError(err, f"landlock_create_ruleset: {os.strerror(err)}")
     ruleset = int(ruleset)
     try:
-        file_rights = handled & (_FS_WRITE_FILE | _FS_TRUNCATE)  # the only write rights a file takes
+        file_rights = handled & (_FS_WRITE_FILE | _FS_TRUNCATE | _FS_READ_FILE)  # the rights a file takes
         rules = [(directory, handled, True)] + [(device, file_rights, False) for device in devices]
+        rules += [(path, _FS_READ_RIGHTS, False) for path in readable or []]
         for path, allowed, required in rules:
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -255,8 +288,8 @@ def _child_main(request: dict[str, Any], task_dir: str, result_fd: int, output_f
     if request.get("block_network"):
         _block_network()
     _set_torch_threads(request.get("torch_threads"))
-    if request.get("landlock"):
-        restrict_writes_to(task_dir)  # last: everything above may still write where it needs to
+    if request.get("landlock"):  # last: everything above may still write where it needs to
+        restrict_writes_to(task_dir, readable=readable_paths() if request.get("private_home") else None)
 
     outcome = call_task(request["task"], request.get("payload", {}))
     data = encode_outcome(outcome)
