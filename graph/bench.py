@@ -37,7 +37,7 @@ from archsmith.tools.baselines import (
     regularized_evolution,
     reinforce,
 )
-from archsmith.tools.spaces.base import EnumerableSpace, get_space
+from archsmith.tools.spaces.base import EnumerableSpace, SpaceError, get_space
 from archsmith.tools.tabular import TabularBenchmark, TabularError, TabularSpec
 
 Method = Callable[[SearchProblem, int, int], list[Evaluation]]
@@ -164,8 +164,8 @@ def load_problem(spec: BenchSpec) -> tuple[SearchProblem, TabularBenchmark]:
     """The space (must be enumerable) and its table, loaded once per bench."""
     try:
         space = get_space(spec.space, spec.space_settings)
-    except KeyError as error:
-        raise BenchError(str(error.args[0])) from None
+    except SpaceError as error:
+        raise BenchError(str(error)) from None
     if not isinstance(space, EnumerableSpace):
         raise BenchError(f"search space {spec.space!r} is not enumerable (no choices/encode/decode/sample)")
     table_spec = spec.table

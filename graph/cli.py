@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,6 +29,24 @@ def _load(config: Path | None, overrides: list[str] | None):
         return load_config(config, overrides or [])
     except ConfigError as error:
         console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _user_errors():
+    """Bad input (config, workflow, space settings, knowledge files, a busy run): one red line
+    naming what is wrong, exit code 2, no traceback."""
+    from archsmith.graph.builder import WorkflowError
+    from archsmith.knowledge.errors import KnowledgeError
+    from archsmith.tools.spaces import SpaceError
+
+    try:
+        yield
+    except (ConfigError, WorkflowError, SpaceError, RunInUseError) as error:
+        console.print(f"[red]{error}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    except KnowledgeError as error:
+        console.print(f"[red]knowledge store: {error}[/red]", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -112,16 +131,12 @@ def run(
         started.append(run_dir)
         console.print(f"run directory: {run_dir}")
 
-    from archsmith.knowledge.errors import KnowledgeError
-
     try:
-        result = _with_progress(cfg.search.max_candidates, 0,
-                                lambda cb: run_search(cfg, on_record=cb, on_start=announce))
+        with _user_errors():
+            result = _with_progress(cfg.search.max_candidates, 0,
+                                    lambda cb: run_search(cfg, on_record=cb, on_start=announce))
     except KeyboardInterrupt:
         _interrupted(started[0] if started else None)
-    except KnowledgeError as error:
-        console.print(f"[red]knowledge store: {error}[/red]")
-        raise typer.Exit(2) from None
     console.print(_summary_table(result))
 
 
@@ -136,21 +151,16 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="The run directory (runs
     """Continue a stopped run from its last checkpoint."""
     from archsmith.graph.run import load_history, summarize_counts
     from archsmith.graph.run import resume as resume_search
-    from archsmith.knowledge.errors import KnowledgeError
 
     paths = _run_paths(run_dir)
-    cfg = load_config(paths.config)
+    with _user_errors():  # a config from an incompatible version names the fields it does not know
+        cfg = load_config(paths.config)
     done = summarize_counts(load_history(paths))["valid"]
     try:
-        result = _with_progress(cfg.search.max_candidates, done, lambda cb: resume_search(run_dir, on_record=cb))
+        with _user_errors():
+            result = _with_progress(cfg.search.max_candidates, done, lambda cb: resume_search(run_dir, on_record=cb))
     except KeyboardInterrupt:
         _interrupted(run_dir)
-    except KnowledgeError as error:
-        console.print(f"[red]knowledge store: {error}[/red]")
-        raise typer.Exit(2) from None
-    except RunInUseError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
     console.print(_summary_table(result))
 
 
@@ -165,7 +175,8 @@ def check(
 
     code_file = candidate.endswith(".py") and Path(candidate).is_file()
     cfg = _load(config, ["space.name=code", *(set_ or [])] if code_file and config is None else set_)
-    report = check_candidate(read_candidate(candidate), cfg)
+    with _user_errors():
+        report = check_candidate(read_candidate(candidate), cfg)
     table = Table(show_header=False, title="check")
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")

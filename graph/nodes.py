@@ -39,6 +39,8 @@ def _base_record(ctx: RunContext, state: ChildState) -> CandidateRecord:
         phase=strategy.get("phase", "exploration"),
         generator_policy=ctx.config.role("generator").policy,
         debug_repairs=repairs.count(workflow.on_fails_to_run),
+        debug_tries=state.get("debug_tries", 0),
+        downscale_tries=state.get("downscale_tries", 0),
         downscale_repairs=repairs.count(workflow.on_over_budget),
         seconds=round(time.time() - state.get("started_at", time.time()), 3),
     )

@@ -88,6 +88,8 @@ class CandidateRecord(TypedDict, total=False):
     generator_policy: str
     debug_repairs: int  # successful repairs by the debugger that led to this child
     downscale_repairs: int
+    debug_tries: int  # debugger calls this child used (FairNAD allows 2)
+    downscale_tries: int  # downscaler calls this child used (FairNAD allows 4)
     seconds: float
 
 

@@ -78,3 +78,26 @@ def test_interrupted_run_says_how_to_resume(tmp_path, toy_registered, monkeypatc
     assert f"archsmith resume {run_dir}" in result.output.replace("\n", "")
     resumed = runner.invoke(app, ["resume", str(run_dir)])
     assert resumed.exit_code == 0 and "budget of 4 evaluated candidates used" in resumed.output
+
+
+def test_bad_space_and_workflow_settings_are_one_clean_message(tmp_path):
+    from typer.testing import CliRunner
+
+    from archsmith.graph.cli import app
+
+    bad_base = tmp_path / "bad.py"
+    bad_base.write_text("import torch\nclass Network(:\n", "utf-8")
+    runs = ["--set", f"runs_dir={tmp_path / 'runs'}"]
+    cases = [
+        (["--set", "space.name=foo"], "space.name: unknown search space 'foo'"),
+        (["--set", "space.name=code", "--set", 'space.settings={bases=["nope.py"]}'], "'nope.py' is neither a built-in base"),
+        (["--set", "space.name=code", "--set", f'space.settings={{bases=["{bad_base}"]}}'], "is invalid: syntax: line 2"),
+        (["--set", "space.name=code", "--set", "space.settings={colour=1}"], "space.settings.colour: Extra inputs"),
+        (["--set", "workflow.navigator=nobody"], "workflow names role 'nobody'"),
+    ]
+    for overrides, message in cases:
+        result = CliRunner().invoke(app, ["run", *overrides, *runs])
+        assert result.exit_code == 2, (overrides, result.output)
+        assert message in " ".join(result.output.split()), (overrides, result.output)
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()  # nothing was created for a config that cannot run

@@ -139,14 +139,27 @@ def register_space(name: str) -> Callable[[SpaceFactory], SpaceFactory]:
     return decorator
 
 
+class SpaceError(ValueError):
+    """An unknown space name or unusable ``space.settings``; the message names the setting."""
+
+
 def get_space(name: str, settings: dict[str, Any] | None = None) -> SearchSpace:
     """Instantiate a registered space with its settings (the ``space.settings`` config table)."""
+    from pydantic import ValidationError
+
     from archsmith.tools import spaces as _builtin  # noqa: F401  (registers the built-in spaces)
 
     if name not in _SPACES:
         known = ", ".join(sorted(_SPACES)) or "none"
-        raise KeyError(f"unknown search space {name!r}; known spaces: {known}")
-    return _SPACES[name](dict(settings or {}))
+        raise SpaceError(f"space.name: unknown search space {name!r}; known spaces: {known}")
+    try:
+        return _SPACES[name](dict(settings or {}))
+    except ValidationError as error:
+        problems = "; ".join(f"space.settings.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise SpaceError(problems) from None
+    except (ValueError, TypeError, OSError) as error:
+        text = str(error)
+        raise SpaceError(text if text.startswith("space.") else f"space.settings ({name}): {text}") from None
 
 
 def space_names() -> list[str]:

@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from archsmith.tools.spaces.base import Mutation, Validation, ValidationIssue, register_space
-from archsmith.tools.spaces.code_transforms import OPERATORS, TransformError, normalized_ast, shrink
+from archsmith.tools.spaces.code_transforms import (
+    OPERATORS,
+    TransformError,
+    normalized_ast,
+    parse_python,
+    shrink,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
@@ -114,7 +120,7 @@ def defines_entry(tree: ast.Module) -> bool:
 def top_level_definitions(source: str) -> set[str]:
     """Names of the classes and functions a source defines at module level."""
     try:
-        tree = ast.parse(source)
+        tree = parse_python(source)
     except SyntaxError:
         return set()
     return {node.name for node in tree.body if isinstance(node, (ast.ClassDef, ast.FunctionDef))}
@@ -147,7 +153,7 @@ class CodeSpace:
             return Validation(ok=False, issues=[ValidationIssue(
                 message=f"source is larger than {self.settings.max_source_kb} KB", kind="limit")])
         try:
-            tree = ast.parse(text, filename=CANDIDATE_FILENAME)
+            tree = parse_python(text, filename=CANDIDATE_FILENAME)
         except SyntaxError as error:
             return Validation(ok=False, issues=[_syntax_issue(error, text)])
         except ValueError as error:  # e.g. null bytes

@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import math
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -130,9 +131,21 @@ def _parse(source: str) -> cst.Module:
         raise TransformError(f"source does not parse: {where}: {exc.message}") from None
 
 
+# CPython 3.11's ast.parse is not thread-safe (its AST-to-object conversion shares a recursion
+# counter: "SystemError: AST constructor recursion depth mismatch", python/cpython#106905), and
+# children of one generation are generated and verified in parallel threads.
+_AST_LOCK = threading.Lock()
+
+
+def parse_python(source: str, filename: str = "<unknown>") -> ast.Module:
+    """``ast.parse`` under a process-wide lock (see above); raises SyntaxError like it."""
+    with _AST_LOCK:
+        return ast.parse(source, filename=filename)
+
+
 def _ast_parse(source: str) -> ast.Module:
     try:
-        return ast.parse(source)
+        return parse_python(source)
     except SyntaxError as exc:
         raise TransformError(f"source does not parse: line {exc.lineno}: {exc.msg}") from None
 

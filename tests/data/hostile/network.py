@@ -9,7 +9,7 @@ import socket
 class Network(nn.Module):
     def __init__(self, num_classes=10):
         super().__init__()
-        socket.create_connection(('93.184.215.14', 80), timeout=2)
+        socket.create_connection(('192.0.2.1', 80), timeout=2)
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
         self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
         self.fc = nn.Linear(8, num_classes)

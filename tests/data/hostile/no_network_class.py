@@ -1,4 +1,4 @@
-# expect: InvalidStructure
+# expect: no module-level Network
 # defines no Network
 import torch
 import torch.nn as nn

@@ -1,4 +1,4 @@
-# expect: InvalidStructure
+# expect: syntax:
 # a file cut off mid-class
 import torch
 import torch.nn as nn
