@@ -213,11 +213,19 @@ def trace(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable: a JSON list of steps (one with --step).")] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Print new steps as they come until the run ends.")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="With --follow: stop after this many seconds.")] = None,
+    fork_step: Annotated[Optional[int], typer.Option("--fork", help="Start a new run from the checkpoint before this step (with --set changes).")] = None,
+    set_: SetOption = None,
 ) -> None:
-    """List a run's steps, or print one step's inputs, prompts, answers and tool results."""
+    """List a run's steps, or print one step's inputs, prompts, answers and tool results; or fork the run."""
     from archsmith.graph.trace import TraceStore
 
     paths = _run_paths(run_dir)
+    if fork_step is not None:
+        _fork(paths.root, fork_step, set_ or [])
+        return
+    if set_:
+        console.print("[red]--set applies to --fork only[/red]")
+        raise typer.Exit(2)
     store = TraceStore(paths.trace_db)
     try:
         if step is not None:
@@ -328,6 +336,32 @@ def view(
         pass
     finally:
         server.close()
+
+
+def _fork(run_dir: Path, step: int, overrides: list[str]) -> None:
+    from archsmith.graph.fork import ForkError, fork
+    from archsmith.graph.paths import RunPaths
+    from archsmith.graph.run import load_history, summarize_counts
+
+    with _user_errors():
+        cfg = load_config(run_dir / "config.toml", overrides)
+    started: list[Path] = []
+
+    def announce(fork_dir: Path) -> None:
+        started.append(fork_dir)
+        done = summarize_counts(load_history(RunPaths(fork_dir)))
+        console.print(f"fork of {run_dir} before step {step}: {fork_dir} ({done['valid']} candidates kept)")
+
+    try:
+        with _user_errors():
+            try:
+                result = _with_progress(cfg.search.max_candidates, 0,
+                                        lambda cb: fork(run_dir, step, overrides, on_record=cb, on_start=announce))
+            except ForkError as error:
+                raise ConfigError(str(error)) from None
+    except KeyboardInterrupt:
+        _interrupted(started[0] if started else None)
+    console.print(_summary_table(result))
 
 
 def _print_step(record) -> None:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from archsmith.graph.context import RunContext
-from archsmith.graph.paths import write_atomic, write_json
+from archsmith.graph.paths import RunPaths, write_atomic, write_json
 from archsmith.graph.state import CandidateRecord, ChildState, SearchState, best_record
 from archsmith.graph.trace import StepRecord
 
@@ -131,6 +131,16 @@ def make_discard(ctx: RunContext):
     return discard
 
 
+def write_archive_files(paths: RunPaths, history: list[CandidateRecord]) -> CandidateRecord | None:
+    """history.jsonl and best/ for ``history``; returns the best record."""
+    write_atomic(paths.history, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+    best = best_record(history)
+    if best is not None:
+        write_atomic(paths.best / CANDIDATE_FILE, best["text"] + "\n")
+        write_json(paths.best / "result.json", best)
+    return best
+
+
 def make_archive(ctx: RunContext):
     """Fan-in of a generation: files, best/, the clock and the stop rules."""
 
@@ -143,11 +153,7 @@ def make_archive(ctx: RunContext):
         if ctx.on_record is not None:
             for record in new:
                 ctx.on_record(record)
-        write_atomic(ctx.paths.history, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
-        best = best_record(history)
-        if best is not None:
-            write_atomic(ctx.paths.best / CANDIDATE_FILE, best["text"] + "\n")
-            write_json(ctx.paths.best / "result.json", best)
+        best = write_archive_files(ctx.paths, history)
         ctx.archive.reset(history)
         elapsed = state.get("elapsed_s", 0.0) + (time.time() - ctx.generation_started)
         ctx.generation_started = time.time()

@@ -102,6 +102,8 @@ class RunData:
     lineage_edges: list[LineageEdge]
     diffs: dict[str, CandidateDiff]
     finished_at: dict[str, float] = field(default_factory=dict)  # candidate id -> seconds into the run
+    origin: dict[str, Any] | None = None  # origin.json of a fork: which run and step it came from
+    forks: list[dict[str, Any]] = field(default_factory=list)  # forks of this run beside it
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -132,7 +134,27 @@ def load_run(run_dir: str | Path) -> RunData:
         lineage_edges=edges,
         diffs=candidate_diffs(history, parents),
         finished_at=candidate_finish_times(steps, start),
+        origin=_json_or_none(paths.root / "origin.json"),
+        forks=fork_links(paths.root),
     )
+
+
+def _json_or_none(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text("utf-8")) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def fork_links(root: Path) -> list[dict[str, Any]]:
+    """Forks of this run in the same runs directory (their origin.json names this run)."""
+    forks = []
+    for candidate in sorted(root.parent.glob("*/origin.json")):
+        origin = _json_or_none(candidate)
+        if origin and Path(origin.get("origin_run", "")).resolve() == root.resolve():
+            forks.append({"run_id": candidate.parent.name, "step": origin.get("step"),
+                          "overrides": origin.get("overrides") or []})
+    return forks
 
 
 def read_history(paths: RunPaths) -> list[CandidateRecord]:

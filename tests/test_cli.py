@@ -101,3 +101,21 @@ def test_bad_space_and_workflow_settings_are_one_clean_message(tmp_path):
         assert message in " ".join(result.output.split()), (overrides, result.output)
         assert "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()  # nothing was created for a config that cannot run
+
+
+def test_resume_of_a_run_from_an_incompatible_version_names_the_fields(tmp_path):
+    from typer.testing import CliRunner
+
+    from archsmith.graph.cli import app
+
+    run = tmp_path / "old-run"
+    run.mkdir()
+    (run / "config.toml").write_text('name = "x"\nfuture_field = 1\n[search]\nnew_knob = true\n', "utf-8")
+    (run / "history.jsonl").write_text('{"id": "c0001"}\n', "utf-8")
+    result = CliRunner().invoke(app, ["resume", str(run)])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "search.new_knob: Extra inputs are not permitted" in text and "future_field" in text
+    assert str(run / "config.toml") in text.replace(" ", "") or "config.toml" in text
+    assert "Traceback" not in result.output
+    assert (run / "history.jsonl").read_text("utf-8") == '{"id": "c0001"}\n'  # nothing lost
