@@ -14,6 +14,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from archsmith.agents.servers import ServerSpec
 from archsmith.tools.tabular import TabularSpec
 
 POLICIES = ("algorithmic", "llm")
@@ -155,6 +156,10 @@ class LLMSettings(_Section):
         description="Longest wait between retries; a longer Retry-After ends the retries instead.",
     )
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key.")
+    server: ServerSpec | None = Field(
+        None, description="A server the run starts and stops itself (llamacpp, vllm or a command); "
+        "base_url then points at it.",
+    )
 
     @model_validator(mode="after")
     def _backoff_cap_covers_base(self) -> LLMSettings:

@@ -99,6 +99,7 @@ def _execute(
     space = get_space(config.space.name, config.space.settings)
     with ExitStack() as stack:
         stack.enter_context(paths.lock())
+        config = start_servers(config, stack, paths.root)
         executes = evaluator.needs_execution if evaluator is not None else needs_sandbox(config)
         sandbox = open_sandbox(config, stack) if executes else None
         mechanism = sandbox.mechanism if sandbox is not None else "none (nothing executed)"
@@ -142,6 +143,24 @@ def _execute(
         result = _result(paths, final, mechanism, session)
         _write_summary(paths, result)
     return result
+
+
+def start_servers(config: ArchsmithConfig, stack: ExitStack, log_dir: Path) -> ArchsmithConfig:
+    """Start the managed servers the roles ask for (one per distinct spec; stopped when ``stack``
+    closes) and return the config with those roles' ``base_url`` pointing at them."""
+    from archsmith.agents.servers import ManagedServer
+
+    servers: dict[Any, ManagedServer] = {}
+    roles = {}
+    for name, role in config.roles.items():
+        spec = role.llm.server
+        if spec is None or role.policy != "llm":
+            continue
+        if spec not in servers:
+            servers[spec] = stack.enter_context(ManagedServer(spec, log_dir))
+        llm = role.llm.model_copy(update={"base_url": servers[spec].base_url})
+        roles[name] = role.model_copy(update={"llm": llm})
+    return config.model_copy(update={"roles": {**config.roles, **roles}}) if roles else config
 
 
 def _open_knowledge(config: ArchsmithConfig, paths: RunPaths, session: int):  # noqa: ANN202

@@ -1,0 +1,74 @@
+"""Managed local LLM servers: command lines, health wait, restart, group stop, and a run whose
+generator talks to a server the run started itself."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import archsmith
+from archsmith.agents.servers import ManagedServer, ServerError, ServerSpec, command_line
+from archsmith.graph.trace import read_steps
+
+TINY = str(Path(__file__).parent / "tiny_openai_server.py")
+
+
+def tiny_spec(answer: str = "```\nC8,C24\n```", **extra) -> ServerSpec:
+    return ServerSpec(preset="command", command=(sys.executable, TINY, "{port}", answer), startup_timeout_s=30, **extra)
+
+
+def test_preset_command_lines(tmp_path):
+    vllm = ServerSpec(preset="vllm", models=({"path": "Qwen/Qwen3-8B", "alias": "qwen3"},), executable="/opt/vllm/bin/vllm")
+    assert command_line(vllm, 8123, tmp_path) == [
+        "/opt/vllm/bin/vllm", "serve", "Qwen/Qwen3-8B", "--host", "127.0.0.1", "--port", "8123",
+        "--served-model-name", "qwen3", "--max-model-len", "4096"]
+    llama = ServerSpec(models=({"path": "/m/small.gguf", "alias": "small"}, {"path": "/m/big.gguf", "alias": "big"}))
+    argv = command_line(llama, 8124, tmp_path)
+    assert argv[1:4] == ["-m", "llama_cpp.server", "--config_file"]
+    import json
+
+    config = json.loads(Path(argv[4]).read_text())
+    assert config["port"] == 8124 and config["host"] == "127.0.0.1"
+    assert [m["model_alias"] for m in config["models"]] == ["small", "big"]
+    with pytest.raises(ValueError, match="needs models"):
+        ServerSpec(preset="llamacpp")
+
+
+def test_start_restart_and_stop_the_whole_group(tmp_path):
+    with ManagedServer(tiny_spec(max_restarts=1), tmp_path) as server:
+        assert server.base_url.startswith("http://127.0.0.1:") and server._healthy()
+        first = server.process.pid
+        os.kill(first, 9)
+        server.process.wait()
+        server.ensure_running()  # restarted once
+        assert server.process.pid != first and server._healthy()
+        os.kill(server.process.pid, 9)
+        server.process.wait()
+        with pytest.raises(ServerError, match="died 2 times"):
+            server.ensure_running()
+    assert server.process is None
+
+
+def test_a_server_that_never_answers_is_reported(tmp_path):
+    spec = ServerSpec(preset="command", command=(sys.executable, "-c", "import time; time.sleep(60)"),
+                      startup_timeout_s=2)
+    with pytest.raises(ServerError, match="did not answer /v1/models within 2 s"):
+        ManagedServer(spec, tmp_path).start()
+    crashing = ServerSpec(preset="command", command=(sys.executable, "-c", "raise SystemExit('no model file')"))
+    with pytest.raises(ServerError, match="exited with code 1 while starting"):
+        ManagedServer(crashing, tmp_path).start()
+
+
+def test_a_run_starts_and_stops_its_server(toy_config):
+    spec = tiny_spec().model_dump()
+    config = toy_config(search={"max_candidates": 1},
+                        roles={"generator": {"policy": "llm", "llm": {"model": "tiny", "server": spec}}})
+    result = archsmith.run(config)
+    [record] = result.history
+    assert record["status"] == "valid" and record["text"] == "C8,C24"
+    [step] = read_steps(result.run_dir / "trace.sqlite", role="generator")
+    assert step.tokens["input"] == 10 and step.tokens["output"] == 5
+    assert "server" in (result.run_dir / "config.toml").read_text()  # the spec is saved, not the port

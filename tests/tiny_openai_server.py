@@ -1,0 +1,41 @@
+"""A minimal OpenAI-compatible server for the managed-server tests: every chat completion answers
+with the text given on the command line. Run: python tiny_openai_server.py PORT ANSWER"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def main() -> None:
+    port, answer = int(sys.argv[1]), sys.argv[2]
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _send(self, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._send({"object": "list", "data": [{"id": "tiny", "object": "model"}]})
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._send({"id": "x", "object": "chat.completion", "created": int(time.time()), "model": "tiny",
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                                     "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
