@@ -268,3 +268,42 @@ def test_algorithmic_shrink_converges_from_three_times_over_budget(name, one_tor
                 text = SPACE.shrink(text, factor, random.Random(f"{seed}:{tries}")).child
                 value, tries = limit_of(*cost(text)), tries + 1
             assert value <= limit, (name, ("params", "flops")[index], seed, value / limit)
+
+
+PLAIN_BASE = '''import torch.nn as nn
+import torch.nn.functional as F
+
+ACTIVATION = nn.ReLU
+
+
+class Network(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.act = ACTIVATION()
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.act(self.conv2(self.act(self.conv1(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+'''
+
+
+def test_operators_without_a_site_fall_back_or_leave_no_child(code_config, tmp_path):
+    only_activation = tmp_path / "only_activation.py"
+    only_activation.write_text(PLAIN_BASE, "utf-8")
+    config = code_config(space={"name": "code", "settings": {"bases": [str(only_activation)]}},
+                         search={"max_candidates": 3, "children_per_generation": 3})
+    result = archsmith.run(config)
+    assert result.counts["valid"] == 3  # every planned operator fell back to `activation`
+    assert all("ACTIVATION" in r["text"] and "nn.ReLU\n" not in r["text"] for r in result.history)
+
+    no_sites = tmp_path / "no_sites.py"
+    no_sites.write_text(PLAIN_BASE.replace("ACTIVATION = nn.ReLU\n", "").replace("ACTIVATION()", "nn.ReLU()"), "utf-8")
+    config = code_config(space={"name": "code", "settings": {"bases": [str(no_sites)]}},
+                         search={"max_candidates": 1, "max_children": 2, "children_per_generation": 1})
+    result = archsmith.run(config)
+    assert [r["discard_reason"] for r in result.history] == ["the generator produced no child"] * 2
+    decisions = [s.decision for s in read_steps(result.run_dir / "trace.sqlite", role="generator")]
+    assert all(d.startswith("no applicable mutation: no operator applies") for d in decisions)
