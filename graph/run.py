@@ -30,6 +30,7 @@ from archsmith.graph.lineage import lineage_json, pass_rates
 from archsmith.graph.paths import RunPaths, write_atomic, write_json
 from archsmith.graph.state import CandidateRecord, SearchState, best_record
 from archsmith.graph.trace import TraceStore
+from archsmith.tools import threadsafe_ast
 from archsmith.tools.evaluators import Evaluator
 from archsmith.tools.spaces import get_space
 
@@ -96,6 +97,7 @@ def _execute(
     on_record: RecordListener | None,
     evaluator: Evaluator | None = None,
 ) -> RunResult:
+    threadsafe_ast.install()  # children (and LangChain) parse Python in parallel threads
     space = get_space(config.space.name, config.space.settings)
     with ExitStack() as stack:
         stack.enter_context(paths.lock())

@@ -307,3 +307,19 @@ def test_operators_without_a_site_fall_back_or_leave_no_child(code_config, tmp_p
     assert [r["discard_reason"] for r in result.history] == ["the generator produced no child"] * 2
     decisions = [s.decision for s in read_steps(result.run_dir / "trace.sqlite", role="generator")]
     assert all(d.startswith("no applicable mutation: no operator applies") for d in decisions)
+
+
+def test_runs_make_ast_parse_thread_safe(toy_config):
+    """CPython 3.11: concurrent ast.parse calls (ours in parallel children, LangChain's in node
+    wrappers) can raise "AST constructor recursion depth mismatch"; a run installs one lock."""
+    import ast
+    import sys
+
+    from archsmith.tools import threadsafe_ast
+
+    archsmith.run(toy_config(search={"max_candidates": 1}))
+    if sys.version_info < (3, 13):
+        assert ast.parse is threadsafe_ast.parse
+        threadsafe_ast.install()  # idempotent
+        assert ast.parse is threadsafe_ast.parse
+    assert isinstance(ast.parse("x = 1"), ast.Module)

@@ -30,11 +30,12 @@ from __future__ import annotations
 import ast
 import math
 import random
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import libcst as cst
+
+from archsmith.tools import threadsafe_ast
 
 Value = int | tuple[int, ...] | str
 ACTIVATIONS = ("ReLU", "ReLU6", "SiLU", "GELU", "Hardswish", "Mish")
@@ -131,16 +132,9 @@ def _parse(source: str) -> cst.Module:
         raise TransformError(f"source does not parse: {where}: {exc.message}") from None
 
 
-# CPython 3.11's ast.parse is not thread-safe (its AST-to-object conversion shares a recursion
-# counter: "SystemError: AST constructor recursion depth mismatch", python/cpython#106905), and
-# children of one generation are generated and verified in parallel threads.
-_AST_LOCK = threading.Lock()
-
-
 def parse_python(source: str, filename: str = "<unknown>") -> ast.Module:
-    """``ast.parse`` under a process-wide lock (see above); raises SyntaxError like it."""
-    with _AST_LOCK:
-        return ast.parse(source, filename=filename)
+    """``ast.parse`` under the process-wide lock of :mod:`archsmith.tools.threadsafe_ast`."""
+    return threadsafe_ast.parse(source, filename=filename)
 
 
 def _ast_parse(source: str) -> ast.Module:
