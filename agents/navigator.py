@@ -95,10 +95,6 @@ class Navigator(Agent):
         generation = state.get("generation", 0) + 1
         first = state.get("next_candidate", 1)
         feedback = _feedback(state.get("history", [])) if self.ctx.config.role("generator").memory else []
-        ideas = self._draw_ideas(state, len(plans), base) if not any("idea_id" in p for p in plans) else []
-        for plan, drawn in zip(plans, ideas):
-            if drawn is not None and plan.get("operator") != SAMPLE:
-                _attach(plan, drawn)
         for offset, plan in enumerate(plans):
             plan["candidate_id"] = candidate_id(first + offset)
             plan["phase"] = phase

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from archsmith.graph.cli_errors import user_errors as _user_errors
 from archsmith.graph.config import ConfigError, load_config
-from archsmith.graph.paths import RunInUseError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Archsmith: agents that design neural networks.")
 console = Console()
@@ -29,24 +28,6 @@ def _load(config: Path | None, overrides: list[str] | None):
         return load_config(config, overrides or [])
     except ConfigError as error:
         console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
-
-
-@contextmanager
-def _user_errors():
-    """Bad input (config, workflow, space settings, knowledge files, a busy run): one red line
-    naming what is wrong, exit code 2, no traceback."""
-    from archsmith.graph.builder import WorkflowError
-    from archsmith.knowledge.errors import KnowledgeError
-    from archsmith.tools.spaces import SpaceError
-
-    try:
-        yield
-    except (ConfigError, WorkflowError, SpaceError, RunInUseError) as error:
-        console.print(f"[red]{error}[/red]", highlight=False)
-        raise typer.Exit(2) from None
-    except KnowledgeError as error:
-        console.print(f"[red]knowledge store: {error}[/red]", highlight=False)
         raise typer.Exit(2) from None
 
 

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from archsmith.graph.config import ConfigError, KnowledgeConfig, load_config
+from archsmith.graph.cli_errors import user_errors
+from archsmith.graph.config import KnowledgeConfig, load_config
 
 knowledge_app = typer.Typer(no_args_is_help=True, help="The design-idea store: ingest papers, inspect, search, sample.")
 console = Console()
@@ -28,11 +29,8 @@ SubOption = Annotated[Optional[str], typer.Option("--sub", help="Sub-category.")
 
 
 def _settings(config: Path | None, overrides: list[str] | None, store: Path | None) -> tuple[KnowledgeConfig, Any]:
-    try:
+    with user_errors():
         full = load_config(config, overrides or [])
-    except ConfigError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
     settings = full.knowledge
     if store is not None:
         settings = settings.model_copy(update={"path": str(store)})
@@ -41,13 +39,9 @@ def _settings(config: Path | None, overrides: list[str] | None, store: Path | No
 
 def _open(settings: KnowledgeConfig):
     from archsmith.knowledge.api import open_store
-    from archsmith.knowledge.errors import KnowledgeError
 
-    try:
+    with user_errors():
         return open_store(settings)
-    except KnowledgeError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
 
 
 def _idea_row(stored) -> dict[str, Any]:
@@ -206,14 +200,10 @@ def sample(
 ) -> None:
     """Draw ideas as the Navigator does (fair sampling at knowledge.sampling), with mutation targets."""
     from archsmith.knowledge.api import make_sampler
-    from archsmith.knowledge.store import StoreError
 
     settings, full = _settings(config, set_, store)
-    try:
+    with user_errors():
         sampler = make_sampler(_open(settings), settings)
-    except StoreError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
     rng = random.Random(full.seed if seed is None else seed)
     draws = [sampler.draw(rng) for _ in range(n)]
     rows = [{**_idea_row(draw.stored), "mutation_target": draw.mutation_target} for draw in draws]
