@@ -20,7 +20,7 @@ from archsmith.graph.state import CandidateRecord
 from archsmith.graph.trace import TraceStore
 from archsmith.knowledge.sampling import IdeaSampler
 from archsmith.knowledge.store import IdeaStore
-from archsmith.tools.evaluators import Evaluator, TabularEvaluator, TaskRunner, ZenEvaluator
+from archsmith.tools.evaluators import TRAIN_TASK, ZEN_TASK, Evaluator, TabularEvaluator, TaskEvaluator, TaskRunner
 from archsmith.tools.spaces import SearchSpace
 from archsmith.tools.tabular import TabularBenchmark
 
@@ -98,10 +98,25 @@ def needs_sandbox(config: ArchsmithConfig) -> bool:
     return config.evaluator.name != "tabular"
 
 
-def make_evaluator(config: ArchsmithConfig, space: SearchSpace, sandbox: TaskRunner | None) -> Evaluator:
-    if config.evaluator.name == "tabular":
+def train_payload(config: ArchsmithConfig, text: str) -> dict[str, Any]:
+    """The payload of the training task: the candidate, its preset and overrides, data, device."""
+    train = config.evaluator.train
+    assert train is not None  # the config validator fills it for evaluator.name = "train"
+    return task_payload(config, text, seed=config.seed, device=train.device,
+                        train={"preset": train.preset, **train.settings}, data=dict(train.data))
+
+
+def make_evaluator(config: ArchsmithConfig, space: SearchSpace, executor: TaskRunner | None) -> Evaluator:
+    """The configured evaluator; tasks that score by running the candidate go to ``executor``."""
+    name = config.evaluator.name
+    if name == "tabular":
         assert config.evaluator.tabular is not None  # the config validator guarantees it
         return TabularEvaluator(TabularBenchmark.load(config.evaluator.tabular, space))
-    if sandbox is None:
-        raise ValueError(f"evaluator {config.evaluator.name!r} runs candidates and needs a sandbox")
-    return ZenEvaluator(sandbox, lambda text: score_payload(config, text), config.sandbox.timeout_s)
+    if executor is None:
+        raise ValueError(f"evaluator {name!r} runs candidates and needs an executor")
+    if name == "train":
+        assert config.evaluator.train is not None
+        return TaskEvaluator("train", TRAIN_TASK, executor, lambda text: train_payload(config, text),
+                             config.evaluator.train.timeout_s)
+    return TaskEvaluator("zen", ZEN_TASK, executor, lambda text: score_payload(config, text),
+                         config.sandbox.timeout_s)

@@ -88,13 +88,16 @@ def make_evaluate(ctx: RunContext):
                           policy=ctx.evaluator.name)
         started = time.perf_counter()
         cached = _cached_score(ctx, record)
+        details: dict[str, Any] = {}
         if cached is not None:
+            details = cached.get("evaluation") or {}
             record.update(status=cached.get("status", "valid"), score=cached.get("score"),
                           score_std=cached.get("score_std"), metrics=cached.get("metrics") or {},
                           discard_reason=cached.get("discard_reason"), discard_stage=cached.get("discard_stage"))
             step.decision = "reused the score saved by an earlier session"
         else:
             result = ctx.evaluator.evaluate(record["text"])
+            details = result.details
             step.tools["score"] = result.model_dump(exclude={"stdout"})
             if result.ok and result.score is not None:
                 record.update(status="valid", score=float(result.score), score_std=result.std,
@@ -108,7 +111,7 @@ def make_evaluate(ctx: RunContext):
         step.duration_s = time.perf_counter() - started
         # The score is saved before the trace tells of it: a kill between the two leaves a score
         # that the next session reuses, never a recorded score that it must compute again.
-        _save_candidate(ctx, record, {"verdict": verdict, "scored": True})
+        _save_candidate(ctx, record, {"verdict": verdict, "scored": True, "evaluation": details})
         ctx.trace.record(step)
         return {"history": [record]}
 

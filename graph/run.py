@@ -31,7 +31,7 @@ from archsmith.graph.paths import RunPaths, write_atomic, write_json
 from archsmith.graph.state import CandidateRecord, SearchState, best_record
 from archsmith.graph.trace import TraceStore
 from archsmith.tools import threadsafe_ast
-from archsmith.tools.evaluators import Evaluator
+from archsmith.tools.evaluators import Evaluator, TaskRunner
 from archsmith.tools.spaces import get_space
 
 THREAD_ID = "search"
@@ -88,6 +88,30 @@ def open_sandbox(config: ArchsmithConfig, stack: ExitStack):
     return stack.enter_context(sandbox)
 
 
+def open_executor(config: ArchsmithConfig, stack: ExitStack, sandbox: TaskRunner):
+    """The executor scoring tasks run on (closed when ``stack`` closes).
+
+    local: the run's sandbox, one slot per GPU x ``per_gpu`` (or per worker on a CPU); ray: Ray
+    tasks, each in its worker's own sandbox with the run's limits.
+    """
+    from archsmith.tools.executors import LocalExecutor, device_slots
+
+    settings = config.executor
+    if settings.name == "local":
+        slots = device_slots(settings.devices, settings.per_gpu, config.parallel.workers)
+        return stack.enter_context(LocalExecutor(sandbox, slots))
+    from archsmith.tools.ray_executor import RayExecutor, RunnerSpec
+
+    limits = {"timeout_s": config.sandbox.timeout_s, "memory_mb": config.sandbox.memory_mb,
+              "private_home": config.sandbox.private_home}
+    runner = RunnerSpec(mode=config.sandbox.mode, limits=tuple(sorted(limits.items())),
+                        torch_threads=config.sandbox.torch_threads)
+    executor = RayExecutor(address=settings.address, num_cpus=settings.num_cpus, task_cpus=settings.task_cpus,
+                           task_gpus=settings.task_gpus, per_gpu=settings.per_gpu,
+                           max_retries=settings.max_retries, runner=runner)
+    return stack.enter_context(executor)
+
+
 def _execute(
     paths: RunPaths,
     config: ArchsmithConfig,
@@ -105,7 +129,11 @@ def _execute(
         executes = evaluator.needs_execution if evaluator is not None else needs_sandbox(config)
         sandbox = open_sandbox(config, stack) if executes else None
         mechanism = sandbox.mechanism if sandbox is not None else "none (nothing executed)"
-        evaluator = evaluator or make_evaluator(config, space, sandbox)
+        if evaluator is None:
+            executor = open_executor(config, stack, sandbox) if sandbox is not None else None
+            evaluator = make_evaluator(config, space, executor)
+            if executor is not None and executor.name != "local":
+                mechanism = f"{mechanism}; scoring on {executor.mechanism}"
         trace = TraceStore(paths.trace_db)
         stack.callback(trace.close)
         session = trace.start_session(kind, mechanism)

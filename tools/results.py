@@ -73,3 +73,6 @@ class ScoreResult(ToolResult):
     report: dict[str, float] = Field(
         default_factory=dict, description="Metrics recorded for reporting only (test accuracy), never searched on."
     )
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="What the evaluator recorded beyond numbers: loss curve, device."
+    )

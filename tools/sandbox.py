@@ -54,6 +54,7 @@ __all__ = [
     "detect_isolation",
     "run_inprocess",
     "scrub_environment",
+    "uses_gpu",
 ]
 
 Isolation = Literal["auto", "unshare-pid", "unshare", "socket-block"]
@@ -115,6 +116,11 @@ class SandboxLimits(BaseModel):
         "installation, the import path and the task's directory, so the home directory (beyond "
         "those) is unreadable (mechanism +private-home).",
     )
+
+
+def uses_gpu(payload: Mapping[str, Any]) -> bool:
+    """Whether a task payload asks for a GPU (``device`` "cuda" or "cuda:N")."""
+    return str(payload.get("device") or "").startswith("cuda")
 
 
 def scrub_environment(env: Mapping[str, str]) -> dict[str, str]:
@@ -392,6 +398,10 @@ class Sandbox:
         limits = self.limits.model_dump()
         if not self._own_user_namespace:
             limits["max_processes"] = None
+        gpu = uses_gpu(payload)
+        if gpu:  # CUDA maps tens of GB of address space and starts threads of its own
+            limits["memory_mb"] = None
+            limits["max_processes"] = None
         request = {
             "task": task,
             "payload": payload,
@@ -400,6 +410,7 @@ class Sandbox:
             "block_network": self._block_network,
             "landlock": self._landlock,
             "private_home": self._private_home,
+            "gpu": gpu,
         }
         worker = self._free.get()
         try:

@@ -77,6 +77,8 @@ _FS_WRITE_RIGHTS_V1 = (
 )  # fmt: skip
 # Devices a task (or a library) may legitimately open for writing; only file rights apply to them.
 LANDLOCK_WRITABLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
+# A task on a GPU also opens the driver's device files read-write (CUDA: nvidiactl, nvidiaN, uvm).
+GPU_DEVICE_PATTERNS = ("/dev/nvidia*", "/dev/dri/*")
 _RULESET_ATTR = struct.Struct("=Q")  # handled_access_fs only (ABI >= 4 adds net, >= 6 scoped)
 _PATH_BENEATH_ATTR = struct.Struct("=Qi")  # packed: allowed_access (u64), parent_fd (s32)
 
@@ -130,6 +132,13 @@ def readable_paths() -> list[str]:
         if real not in paths:
             paths.append(real)
     return paths
+
+
+def gpu_device_files() -> tuple[str, ...]:
+    """The GPU driver's device files present on this machine (empty without a GPU)."""
+    import glob
+
+    return tuple(sorted(path for pattern in GPU_DEVICE_PATTERNS for path in glob.glob(pattern)))
 
 
 def restrict_writes_to(
@@ -289,7 +298,8 @@ def _child_main(request: dict[str, Any], task_dir: str, result_fd: int, output_f
         _block_network()
     _set_torch_threads(request.get("torch_threads"))
     if request.get("landlock"):  # last: everything above may still write where it needs to
-        restrict_writes_to(task_dir, readable=readable_paths() if request.get("private_home") else None)
+        devices = LANDLOCK_WRITABLE_DEVICES + (gpu_device_files() if request.get("gpu") else ())
+        restrict_writes_to(task_dir, devices, readable=readable_paths() if request.get("private_home") else None)
 
     outcome = call_task(request["task"], request.get("payload", {}))
     data = encode_outcome(outcome)
