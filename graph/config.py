@@ -12,10 +12,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from archsmith.agents.servers import ServerSpec
-from archsmith.tools.tabular import TabularSpec
+from archsmith.graph.config_scoring import (  # noqa: F401  (re-exported: one config namespace)
+    DetectionTrainConfig,
+    EvaluatorConfig,
+    ExecutorConfig,
+    NasDetConfig,
+    TrainEvaluatorConfig,
+    _Section,
+)
 
 POLICIES = ("algorithmic", "llm")
 BUILTIN_ROLES = ("navigator", "generator", "verifier", "debugger", "downscaler")
@@ -23,10 +30,6 @@ BUILTIN_ROLES = ("navigator", "generator", "verifier", "debugger", "downscaler")
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names every offending field."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class SpaceConfig(_Section):
@@ -43,71 +46,6 @@ class BudgetConfig(_Section):
     )
     input_size: int = Field(32, ge=8, le=1024, description="Square input resolution for profiling.")
     num_classes: int = Field(10, ge=2)
-
-
-class TrainEvaluatorConfig(_Section):
-    """Training as the evaluator (evaluator.name = "train"): preset, overrides, data, device."""
-
-    preset: str = Field(
-        "short", description="nb201: the NAS-Bench-201 protocol (200 epochs); short: a few epochs for "
-        "search; smoke: one epoch (tests, CPU examples).",
-    )
-    settings: dict[str, Any] = Field(
-        default_factory=dict, description="Overrides of the preset's training settings (epochs, lr, ...)."
-    )
-    data: dict[str, Any] = Field(
-        default_factory=lambda: {"name": "synthetic"},
-        description="The data set: name (synthetic, digits, cifar10, cifar100, imagenet16-120, "
-        "imagefolder), path, input_size, ...",
-    )
-    device: str = Field("auto", description="auto: the executor's slot (a GPU when there is one); cpu; cuda:N.")
-    timeout_s: float = Field(3600.0, gt=0, description="Hard limit per candidate's training.")
-
-    @model_validator(mode="after")
-    def _known_preset_settings_and_data(self) -> TrainEvaluatorConfig:
-        from archsmith.tools.datasets import DatasetSpec
-        from archsmith.tools.training import resolve_settings
-
-        resolve_settings(self.preset, self.settings)  # ValueError naming an unknown preset or field
-        DatasetSpec.model_validate(self.data)
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device {self.device!r}: expected auto, cpu, cuda or cuda:N")
-        return self
-
-
-class EvaluatorConfig(_Section):
-    name: Literal["zen", "tabular", "train"] = Field(
-        "zen", description="zen: Zen-score in the sandbox; tabular: lookup in [evaluator.tabular]; "
-        "train: training on [evaluator.train]'s data.",
-    )
-    tabular: TabularSpec | None = Field(
-        None, description="The table for name = 'tabular' (path, dataset, signal, report columns)."
-    )
-    train: TrainEvaluatorConfig | None = Field(
-        None, description="Training settings for name = 'train' (defaults: short preset, synthetic data)."
-    )
-    preset: Literal["search", "standalone", "custom"] = Field(
-        "search", description="Zen-NAS settings: search = batch 64 x 1 repeat; standalone = 16 x 32."
-    )
-    batch_size: int | None = Field(None, ge=1, description="Overrides the preset when set.")
-    repeats: int | None = Field(None, ge=1, description="Overrides the preset when set.")
-    mixup_gamma: float = Field(1e-2, gt=0)
-
-    @model_validator(mode="after")
-    def _tabular_needs_a_table(self) -> EvaluatorConfig:
-        if self.name == "tabular" and self.tabular is None:
-            raise ValueError("evaluator.name = 'tabular' needs [evaluator.tabular] with at least path")
-        if self.name == "train" and self.train is None:
-            self.train = TrainEvaluatorConfig()
-        return self
-
-    def resolved(self) -> dict[str, int | float]:
-        preset = {"search": (64, 1), "standalone": (16, 32), "custom": (64, 1)}[self.preset]
-        return {
-            "batch_size": self.batch_size or preset[0],
-            "repeats": self.repeats or preset[1],
-            "mixup_gamma": self.mixup_gamma,
-        }
 
 
 class FairNADConfig(_Section):
@@ -149,26 +87,6 @@ class SearchConfig(_Section):
 
 class ParallelConfig(_Section):
     workers: int = Field(2, ge=1, le=256, description="Children built and evaluated at once.")
-
-
-class ExecutorConfig(_Section):
-    """Where scoring tasks run: this machine's sandbox pool, or a Ray cluster."""
-
-    name: Literal["local", "ray"] = Field("local", description="local: worker processes here; ray: Ray tasks.")
-    devices: list[str] | Literal["auto"] = Field(
-        "auto", description="local: devices jobs run on (auto: every GPU, else the CPU), e.g. ['cuda:0']."
-    )
-    per_gpu: int = Field(1, ge=1, le=16, description="Candidates that share one GPU at once (FairNAD: 2).")
-    address: str | None = Field(
-        None, description="ray: None starts a local loopback-only instance for the run; 'auto' or "
-        "'ray://host:10001' joins a running cluster.",
-    )
-    num_cpus: int | None = Field(None, ge=1, description="ray: CPUs of the local instance (default: all).")
-    task_cpus: float = Field(1.0, gt=0, description="ray: CPUs each scoring task reserves.")
-    task_gpus: float | None = Field(
-        None, ge=0, description="ray: GPUs each task reserves (default: 1/per_gpu when the cluster has GPUs).",
-    )
-    max_retries: int = Field(2, ge=0, le=10, description="ray: re-runs of a task whose worker died.")
 
 
 class SandboxConfig(_Section):

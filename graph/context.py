@@ -6,6 +6,7 @@ nothing here is stored in the checkpointed state.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,15 @@ from archsmith.graph.state import CandidateRecord
 from archsmith.graph.trace import TraceStore
 from archsmith.knowledge.sampling import IdeaSampler
 from archsmith.knowledge.store import IdeaStore
-from archsmith.tools.evaluators import TRAIN_TASK, ZEN_TASK, Evaluator, TabularEvaluator, TaskEvaluator, TaskRunner
+from archsmith.tools.evaluators import (
+    NAS_DET_TASK,
+    TRAIN_TASK,
+    ZEN_TASK,
+    Evaluator,
+    TabularEvaluator,
+    TaskEvaluator,
+    TaskRunner,
+)
 from archsmith.tools.spaces import SearchSpace
 from archsmith.tools.tabular import TabularBenchmark
 
@@ -102,8 +111,12 @@ def train_payload(config: ArchsmithConfig, text: str) -> dict[str, Any]:
     """The payload of the training task: the candidate, its preset and overrides, data, device."""
     train = config.evaluator.train
     assert train is not None  # the config validator fills it for evaluator.name = "train"
+    data = dict(train.data)
+    if data.get("path"):  # absolute: the task runs in its own directory; readable: see read_paths
+        data["path"] = os.path.abspath(os.path.expanduser(str(data["path"])))
     return task_payload(config, text, seed=config.seed, device=train.device,
-                        train={"preset": train.preset, **train.settings}, data=dict(train.data))
+                        train={"preset": train.preset, **train.settings}, data=data,
+                        read_paths=[data["path"]] if data.get("path") else [])
 
 
 def make_evaluator(config: ArchsmithConfig, space: SearchSpace, executor: TaskRunner | None) -> Evaluator:
@@ -118,5 +131,9 @@ def make_evaluator(config: ArchsmithConfig, space: SearchSpace, executor: TaskRu
         assert config.evaluator.train is not None
         return TaskEvaluator("train", TRAIN_TASK, executor, lambda text: train_payload(config, text),
                              config.evaluator.train.timeout_s)
+    if name == "nas_det":
+        nas_det = {**config.evaluator.nas_det.model_dump(), "seed": config.seed}
+        return TaskEvaluator("nas_det", NAS_DET_TASK, executor, lambda text: task_payload(config, text, nas_det=nas_det),
+                             config.sandbox.timeout_s)
     return TaskEvaluator("zen", ZEN_TASK, executor, lambda text: score_payload(config, text),
                          config.sandbox.timeout_s)

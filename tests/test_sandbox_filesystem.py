@@ -90,6 +90,18 @@ def test_reading_outside_the_readable_paths_is_denied(confined: Sandbox, outside
     assert system.ok, system.short_error()
 
 
+@needs_landlock
+def test_a_payloads_read_paths_are_readable_but_not_writable(confined: Sandbox, outside: Path) -> None:
+    """Training data named in ``read_paths`` can be read under private_home; nothing else opens."""
+    payload = {"path": str(outside), "operation": "read", "read_paths": [str(outside.parent)]}
+    result = confined.run("sandbox_tasks:file_operation", payload)
+    assert result.ok, result.short_error()
+    assert result.value["text"] == ORIGINAL
+    written = confined.run("sandbox_tasks:file_operation", {**payload, "operation": "write"})
+    assert not written.ok and written.error_type == "PermissionError"
+    assert outside.read_text(encoding="utf-8") == ORIGINAL
+
+
 def test_reading_outside_works_without_private_home(outside: Path) -> None:
     with make_sandbox("auto", private_home=False) as box:
         assert not box.mechanism.endswith("+private-home")

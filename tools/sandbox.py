@@ -66,6 +66,7 @@ DEFAULT_PRELOAD = (
     "archsmith.tools.tasks",
     "archsmith.tools.profile",
     "archsmith.tools.zen_score",
+    "archsmith.tools.train_task",
 )
 
 _SECRET_WORDS = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|PRIVATE|SESSION", re.IGNORECASE)
@@ -411,6 +412,8 @@ class Sandbox:
             "landlock": self._landlock,
             "private_home": self._private_home,
             "gpu": gpu,
+            # Data directories the task reads (training sets): readable even under private_home.
+            "read_paths": [str(p) for p in payload.get("read_paths") or ()],
         }
         worker = self._free.get()
         try:

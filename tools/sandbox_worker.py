@@ -112,11 +112,13 @@ def landlock_handled_rights(abi: int) -> int:
     return rights
 
 
-def readable_paths() -> list[str]:
+def readable_paths(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """What a task may read when reads are confined: system directories, the Python installation
     (prefixes), every directory on the import path and of the loaded packages, except the home
-    directory itself and its ancestors (so ``~/.ssh`` stays unreadable unless it is on the path)."""
+    directory itself and its ancestors (so ``~/.ssh`` stays unreadable unless it is on the path);
+    plus ``extra``, the directories the task's payload names as its data (``read_paths``)."""
     home = os.path.realpath(os.path.expanduser("~"))
+    wanted = [os.path.realpath(p) for p in extra if isinstance(p, str) and os.path.isdir(p)]
     candidates = [*SYSTEM_READABLE, sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]
     for module in list(sys.modules.values()):
         entries = getattr(module, "__path__", None)
@@ -131,7 +133,7 @@ def readable_paths() -> list[str]:
             continue  # the home directory, or an ancestor of it (e.g. "/")
         if real not in paths:
             paths.append(real)
-    return paths
+    return paths + [p for p in wanted if p not in paths]
 
 
 def gpu_device_files() -> tuple[str, ...]:
@@ -299,7 +301,8 @@ def _child_main(request: dict[str, Any], task_dir: str, result_fd: int, output_f
     _set_torch_threads(request.get("torch_threads"))
     if request.get("landlock"):  # last: everything above may still write where it needs to
         devices = LANDLOCK_WRITABLE_DEVICES + (gpu_device_files() if request.get("gpu") else ())
-        restrict_writes_to(task_dir, devices, readable=readable_paths() if request.get("private_home") else None)
+        readable = readable_paths(request.get("read_paths") or ()) if request.get("private_home") else None
+        restrict_writes_to(task_dir, devices, readable=readable)
 
     outcome = call_task(request["task"], request.get("payload", {}))
     data = encode_outcome(outcome)
