@@ -15,8 +15,8 @@ from archsmith.agents.base import Agent, register_agent
 from archsmith.graph.config import BudgetConfig
 from archsmith.graph.state import ChildState, Verdict
 from archsmith.graph.trace import StepRecord
+from archsmith.tools.spaces import check_task
 
-CHECK_TASK = "archsmith.tools.tasks:check_candidate"
 
 
 def budget_violations(budget: BudgetConfig, params: int | None, flops: int | None) -> list[str]:
@@ -79,7 +79,8 @@ class Verifier(Agent):
             if previous.get("checked_text") == text and previous.get("stage") == "execute":
                 # The repair changed nothing: the same text fails the same way, no second run.
                 return fails("execute", previous.get("reason", "fails to run"), checked_text=text)
-            result = self.ctx.sandbox.run(CHECK_TASK, self.ctx.task_payload(text), config.sandbox.timeout_s)
+            result = self.ctx.sandbox.run(check_task(self.ctx.space), self.ctx.task_payload(text),
+                                          config.sandbox.timeout_s)
             step.tools["execute"] = result.model_dump(exclude={"stdout"})
             if not result.ok:
                 return fails(

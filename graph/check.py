@@ -10,11 +10,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archsmith.agents.verifier import CHECK_TASK, budget_violations
-from archsmith.graph.config import ArchsmithConfig
+from archsmith.agents.verifier import budget_violations
+from archsmith.graph.config import ArchsmithConfig, apply_overrides, config_from_dict
 from archsmith.graph.context import make_evaluator, needs_sandbox, task_payload
 from archsmith.graph.run import open_sandbox
-from archsmith.tools.spaces import get_space
+from archsmith.tools.spaces import check_task, get_space
 
 
 @dataclass
@@ -44,6 +44,24 @@ def read_candidate(candidate: str) -> str:
     return candidate.strip()
 
 
+def detection_check_config(text: str, overrides: list[str] | None = None) -> ArchsmithConfig:
+    """The config `archsmith check model.yaml` uses without --config: the yolo space (every
+    module of yolov8*), NAS_det, profiled at 640 with the YAML's nc, no budget limit."""
+    import yaml
+
+    try:
+        nc = (yaml.safe_load(text) or {}).get("nc", 80)
+    except (yaml.YAMLError, AttributeError):
+        nc = 80  # validation reports what is wrong with the YAML
+    data = {
+        "name": "check",
+        "space": {"name": "yolo", "settings": {"mode": "yolov8*"}},
+        "evaluator": {"name": "nas_det"},
+        "budget": {"input_size": 640, "num_classes": nc if isinstance(nc, int) and nc > 1 else 80},
+    }
+    return config_from_dict(apply_overrides(data, overrides or []), "yolo check defaults")
+
+
 def check_candidate(text: str, config: ArchsmithConfig) -> CheckReport:
     space = get_space(config.space.name, config.space.settings)
     validation = space.validate(text)
@@ -55,7 +73,7 @@ def check_candidate(text: str, config: ArchsmithConfig) -> CheckReport:
         evaluator = make_evaluator(config, space, sandbox)
         if sandbox is not None:
             report.sandbox = sandbox.mechanism
-            result = sandbox.run(CHECK_TASK, task_payload(config, text), config.sandbox.timeout_s)
+            result = sandbox.run(check_task(space), task_payload(config, text), config.sandbox.timeout_s)
             if not result.ok:
                 report.ok, report.reason, report.traceback = False, result.short_error(), result.traceback
                 return report

@@ -57,7 +57,7 @@ def _summary_table(result) -> Table:
         if best.get("params") is not None:
             table.add_row("params", f"{best['params']:,} ({best['params'] / 1e6:.3f} M)")
         if best.get("flops") is not None:
-            table.add_row("FLOPs (2 x MACs)", f"{best['flops']:,} ({best['flops'] / 1e6:.1f} M)")
+            table.add_row("FLOPs (2 x MACs)", f"{best['flops']:,} ({_flops_text(best['flops'])})")
         for name, value in (best.get("metrics") or {}).items():
             table.add_row(f"{name} (reported only)", f"{value:.4f}")
     else:
@@ -74,6 +74,38 @@ def _summary_table(result) -> Table:
     table.add_row("sandbox", result.sandbox)
     table.add_row("run directory", str(result.run_dir))
     return table
+
+
+def _flops_text(flops: int | None) -> str:
+    if flops is None:
+        return ""
+    return f"{flops / 1e9:.2f} G" if flops >= 1e9 else f"{flops / 1e6:.1f} M"
+
+
+def _top_table(result, k: int = 5) -> Table | None:
+    """The k best valid candidates: score +- std, params, FLOPs and the structure (or its file)."""
+    valid = sorted((r for r in result.history if r.get("status") == "valid" and r.get("score") is not None),
+                   key=lambda r: r["score"], reverse=True)[:k]
+    if len(valid) < 2:
+        return None
+    table = Table(title=f"top {len(valid)} candidates (files relative to the run directory)")
+    for column in ("candidate", "score", "params", "FLOPs", "structure"):
+        table.add_column(column, overflow="fold", no_wrap=column == "candidate")
+    for record in valid:
+        text = record["text"]
+        if "\n" in text:  # source files and YAML: point at the file
+            text = f"candidates/{record['id']}/candidate.txt"
+        params = f"{record['params'] / 1e6:.3f} M" if record.get("params") is not None else ""
+        table.add_row(record["id"], f"{record['score']:.4f} +- {record.get('score_std') or 0:.4f}", params,
+                      _flops_text(record.get("flops")), text)
+    return table
+
+
+def _print_result(result) -> None:
+    console.print(_summary_table(result))
+    top = _top_table(result)
+    if top is not None:
+        console.print(top)
 
 
 def _with_progress(total: int, done: int, call):
@@ -118,7 +150,7 @@ def run(
                                     lambda cb: run_search(cfg, on_record=cb, on_start=announce))
     except KeyboardInterrupt:
         _interrupted(started[0] if started else None)
-    console.print(_summary_table(result))
+    _print_result(result)
 
 
 def _interrupted(run_dir: Path | None) -> None:
@@ -142,20 +174,27 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="The run directory (runs
             result = _with_progress(cfg.search.max_candidates, done, lambda cb: resume_search(run_dir, on_record=cb))
     except KeyboardInterrupt:
         _interrupted(run_dir)
-    console.print(_summary_table(result))
+    _print_result(result)
 
 
 @app.command()
 def check(
-    candidate: Annotated[str, typer.Argument(help="A candidate (structure string) or a file holding one; a .py file is a code candidate.")],
+    candidate: Annotated[str, typer.Argument(help="A candidate (structure string) or a file holding one; a .py file is a code candidate, a .yaml file a detection model.")],
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config for space and budget.")] = None,
     set_: SetOption = None,
 ) -> None:
     """Run the Verifier's checks and the evaluator on one candidate; exit 1 if it fails."""
     from archsmith.graph.check import check_candidate, read_candidate
 
-    code_file = candidate.endswith(".py") and Path(candidate).is_file()
-    cfg = _load(config, ["space.name=code", *(set_ or [])] if code_file and config is None else set_)
+    is_file = Path(candidate).is_file()
+    code_file = candidate.endswith(".py") and is_file
+    if candidate.endswith((".yaml", ".yml")) and is_file and config is None:  # a detection model
+        from archsmith.graph.check import detection_check_config
+
+        with _user_errors():
+            cfg = detection_check_config(read_candidate(candidate), set_)
+    else:
+        cfg = _load(config, ["space.name=code", *(set_ or [])] if code_file and config is None else set_)
     with _user_errors():
         report = check_candidate(read_candidate(candidate), cfg)
     table = Table(show_header=False, title="check")
@@ -165,11 +204,12 @@ def check(
     if report.reason:
         table.add_row("reason", report.reason)
     if report.params is not None:
-        table.add_row("params", f"{report.params:,} ({report.params / 1e6:.3f} M; budget {cfg.budget.params_m} M)")
+        limit = f"budget {cfg.budget.params_m} M" if cfg.budget.params_m is not None else "no budget"
+        table.add_row("params", f"{report.params:,} ({report.params / 1e6:.3f} M; {limit})")
     if report.macs is not None:
         table.add_row("MACs", f"{report.macs:,}")
     if report.flops is not None:
-        table.add_row("FLOPs (2 x MACs)", f"{report.flops:,} ({report.flops / 1e6:.1f} M)")
+        table.add_row("FLOPs (2 x MACs)", f"{report.flops:,} ({_flops_text(report.flops)})")
     if report.score is not None:
         label = "Zen-score" if cfg.evaluator.name == "zen" else f"score ({cfg.evaluator.name})"
         table.add_row(label, f"{report.score:.4f} (std {report.score_std or 0:.4f})")
@@ -219,7 +259,7 @@ def train(
         table.add_row(entry.id, f"{entry.search_score:.4f}" if entry.search_score is not None else "",
                       f"{entry.score:.2f}" if entry.score is not None else "-", *cells, note)
     console.print(table)
-    tau = "n/a (fewer than 2 trained)" if result.kendall_tau is None else f"{result.kendall_tau:+.3f}"
+    tau = "n/a (fewer than 2 trained, or tied scores)" if result.kendall_tau is None else f"{result.kendall_tau:+.3f}"
     console.print(f"Kendall tau, search score vs trained score: {tau}; executor: {result.executor}", highlight=False)
     console.print(f"results: {paths.root / 'trained.jsonl'}")
 
@@ -381,7 +421,7 @@ def _fork(run_dir: Path, step: int, overrides: list[str]) -> None:
                 raise ConfigError(str(error)) from None
     except KeyboardInterrupt:
         _interrupted(started[0] if started else None)
-    console.print(_summary_table(result))
+    _print_result(result)
 
 
 def _print_step(record) -> None:

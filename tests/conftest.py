@@ -12,6 +12,50 @@ if str(TESTS_DIR) not in sys.path:  # test helper modules (toy_space, sandbox_ta
     sys.path.insert(0, str(TESTS_DIR))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ultralytics_offline(tmp_path_factory):
+    """ultralytics probes DNS when first imported unless YOLO_OFFLINE is set: set for every test,
+    whatever the order, with its settings in a directory of the session's own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("YOLO_OFFLINE", "1")
+        patch.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics-config")))
+        yield
+
+
+@pytest.fixture(scope="session")
+def ultralytics_env(ultralytics_offline):
+    """Offline ultralytics with its font in place; skips where ultralytics is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("ultralytics") is None:  # importorskip would import it too early
+        pytest.skip("ultralytics is not installed (pip install 'archsmith[detection]')")
+    from archsmith.tools.detection import prepare_ultralytics
+
+    config = prepare_ultralytics()
+    assert (config / "Arial.ttf").is_file()
+    return config
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Name lookups and connections are recorded and refused (tests assert there are none)."""
+    import socket
+
+    attempts: list[str] = []
+
+    def refuse(name: str):
+        def blocked(*args, **kwargs):
+            attempts.append(f"{name}{args[1:2] if name == 'connect' else args[:1]}")
+            raise OSError(f"network access attempted in a test: {name}")
+
+        return blocked
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
+    return attempts
+
+
 @pytest.fixture(autouse=True)
 def private_data_dir(tmp_path, monkeypatch):
     """Every test gets its own per-user data directory (the default idea store lives there)."""

@@ -7,6 +7,7 @@ from archsmith.tools.spaces.base import (
     SpaceError,
     Validation,
     ValidationIssue,
+    check_task,
     get_space,
     local_operators,
     register_space,
@@ -15,6 +16,7 @@ from archsmith.tools.spaces.base import (
 from archsmith.tools.spaces import template as _template  # noqa: F401,E402  (registers "template")
 from archsmith.tools.spaces import nb201 as _nb201, positions as _positions  # noqa: F401,E402
 from archsmith.tools.spaces import code as _code  # noqa: F401,E402  (registers "code")
+from archsmith.tools.spaces import yolo as _yolo  # noqa: F401,E402  (registers "yolo"; ultralytics only in build)
 
 __all__ = [
     "EnumerableSpace",
@@ -23,6 +25,7 @@ __all__ = [
     "SpaceError",
     "Validation",
     "ValidationIssue",
+    "check_task",
     "get_space",
     "local_operators",
     "register_space",

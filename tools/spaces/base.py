@@ -116,6 +116,18 @@ class EnumerableSpace(SearchSpace, Protocol):
         """A uniformly random candidate."""
 
 
+DEFAULT_CHECK_TASK = "archsmith.tools.tasks:check_candidate"
+
+
+def check_task(space: SearchSpace) -> str:
+    """The sandbox task that builds, runs and profiles a candidate of this space.
+
+    A space whose networks are not classifiers (detection) names its own as ``check_task``; it
+    returns what :func:`archsmith.tools.tasks.check_candidate` returns.
+    """
+    return str(getattr(space, "check_task", DEFAULT_CHECK_TASK))
+
+
 def local_operators(space: SearchSpace) -> list[str]:
     """The operators that make the smallest changes, used when refining around one candidate.
 
