@@ -11,8 +11,8 @@ MACs) and structure. Every child counts: ``max_children`` = ``max_candidates`` =
 Printed (as FairNAD Table 3): the pass rate (valid / generated) with the whole feedback loop, and
 what it would have been without execution repair (children the Debugger saved count as failures),
 without budget repair (children the Downscaler saved count as failures) and how many children the
-structural check rejected; the number of Debugger and Downscaler calls; wall time and LLM wait per
-role. The "without" rates are counterfactual from the same run, not separate runs.
+structural check rejected; the number of Debugger and Downscaler calls; wall time; per role the
+LLM steps, tokens in/out, LLM wait, output tokens per second and the share of wall time waiting. The "without" rates are counterfactual from the same run, not separate runs.
 """
 
 from __future__ import annotations
@@ -66,9 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     valid = [r for r in history if r["status"] == "valid"]
     steps = read_steps(result.run_dir / "trace.sqlite")
     calls = Counter(step.role for step in steps if step.role in ("debugger", "downscaler"))
-    wait = Counter()
+    wait, out_tokens, in_tokens, llm_steps = Counter(), Counter(), Counter(), Counter()
     for step in steps:
-        wait[step.role] += float(step.tools.get("llm_wait_s") or 0.0)
+        seconds = float(step.tools.get("llm_wait_s") or 0.0)
+        wait[step.role] += seconds
+        out_tokens[step.role] += int(step.tokens.get("output", 0) or 0)
+        in_tokens[step.role] += int(step.tokens.get("input", 0) or 0)
+        llm_steps[step.role] += 1 if seconds else 0
     stages = Counter(r.get("discard_stage") for r in history if r["status"] != "valid")
 
     def rate(count: int) -> str:
@@ -81,8 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| without budget repair | {rate(sum(1 for r in valid if not r.get('downscale_repairs')))} |")
     print(f"\nrejected by the structural check: {stages.get('structure', 0)}; discards per stage: {dict(stages)}")
     print(f"debugger calls: {calls['debugger']}, downscaler calls: {calls['downscaler']}")
-    print(f"wall time: {result.elapsed_s:.0f} s; LLM wait per role (s): "
-          + ", ".join(f"{role} {seconds:.0f}" for role, seconds in wait.most_common() if seconds))
+    print(f"wall time: {result.elapsed_s:.0f} s")
+    print("\n| role | LLM steps | tokens in | tokens out | LLM wait s | tokens out / s | share of wall time |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for role, seconds in wait.most_common():
+        if seconds:
+            speed = out_tokens[role] / seconds
+            share = seconds / result.elapsed_s if result.elapsed_s else 0.0
+            print(f"| {role} | {llm_steps[role]} | {in_tokens[role]} | {out_tokens[role]} | {seconds:.0f} | "
+                  f"{speed:.1f} | {share:.0%} |")
+    print("(shares can add up to more than 100% when children run in parallel)")
     best = result.best
     if best:
         print(f"best Zen-score {best['score']:.2f} at {best['params'] / 1e6:.2f} M params")
