@@ -106,6 +106,13 @@ def _print_result(result) -> None:
     top = _top_table(result)
     if top is not None:
         console.print(top)
+    best = result.best
+    if best and "\n" in best["text"] and len(best["text"].splitlines()) <= 80:  # a YAML or a short source file
+        from rich.syntax import Syntax
+
+        lexer = "python" if best["text"].lstrip().startswith(("import", "from", '"""', "#!")) else "yaml"
+        console.print(f"best candidate {best['id']} (best/candidate.txt):")
+        console.print(Syntax(best["text"], lexer, word_wrap=True))
 
 
 def _with_progress(total: int, done: int, call):

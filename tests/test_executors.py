@@ -67,10 +67,18 @@ def test_jobs_share_gpus_per_slot_and_stream_back_in_finish_order():
 def test_slots_bound_concurrency_and_explicit_devices_are_kept():
     runner = RecordingRunner()
     with LocalExecutor(runner, ["cpu"]) as executor:
-        futures = [executor.submit(Job(key=str(i), task="t", payload={"sleep_s": 0.05, "device": "cpu"}))
-                   for i in range(4)]
-        results = [future.result() for future in futures]
-    assert runner.peak == 1
+        placed = [executor.submit(Job(key=str(i), task="t", payload={"sleep_s": 0.05, "device": "auto"}))
+                  for i in range(3)]
+        assert all(future.result().value["device"] == "cpu" for future in placed)
+        assert runner.peak == 1  # one slot: placed jobs run one at a time
+        threads = [threading.Thread(target=lambda: results.append(executor.run("t", {"sleep_s": 0.2, "device": "cpu"})))
+                   for _ in range(2)]
+        results: list[SandboxResult] = []
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert runner.peak == 2  # explicit devices take no slot: the runner's own pool bounds them
     assert all(result.value["device"] == "cpu" for result in results)
     no_device = LocalExecutor(RecordingRunner(), ["cuda:0"]).run("t", {})
     assert no_device.value["device"] is None  # payloads that ask for no device (Zen) are left alone

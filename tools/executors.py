@@ -127,6 +127,9 @@ def device_slots(devices: Sequence[str] | str, per_gpu: int, cpu_slots: int) -> 
 class LocalExecutor:
     """Jobs run through ``runner`` on this machine, at most one per device slot at a time.
 
+    Only jobs that ask for a device (``"auto"``) take a slot; the others (Zen-score) go straight
+    to the runner, whose own pool bounds them.
+
     The runner must run at least ``len(slots)`` tasks at once (a Sandbox with that many workers)
     for the slots to be used in parallel.
     """
@@ -142,13 +145,17 @@ class LocalExecutor:
         self._free: queue.Queue[str] = queue.Queue()
         for slot in self.slots:
             self._free.put(slot)
+        runner_workers = getattr(runner, "workers", 1)  # a Sandbox's pool size
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=len(self.slots), thread_name_prefix="archsmith-executor"
+            max_workers=max(len(self.slots), runner_workers if isinstance(runner_workers, int) else 1),
+            thread_name_prefix="archsmith-executor",
         )
         self._lock = threading.Lock()
         self._closed = False
 
     def run(self, task: str, payload: dict[str, Any], timeout_s: float | None = None) -> SandboxResult:
+        if payload.get("device") != "auto":  # no device to place (Zen-score on the CPU): no slot taken
+            return self._run_on(None, task, payload, timeout_s)
         slot = self._free.get()
         try:
             return self._run_on(slot, task, payload, timeout_s)
@@ -161,8 +168,8 @@ class LocalExecutor:
                 raise RuntimeError("the executor is closed")
             return self._pool.submit(self.run, job.task, job.payload, job.timeout_s)
 
-    def _run_on(self, slot: str, task: str, payload: dict[str, Any], timeout_s: float | None) -> SandboxResult:
-        placed = {**payload, "device": slot} if payload.get("device") == "auto" else payload
+    def _run_on(self, slot: str | None, task: str, payload: dict[str, Any], timeout_s: float | None) -> SandboxResult:
+        placed = {**payload, "device": slot} if slot is not None else payload
         try:
             return self.runner.run(task, placed, timeout_s)
         except Exception as exc:  # noqa: BLE001 - a closed or broken runner: the job is lost, not the caller
