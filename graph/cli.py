@@ -95,6 +95,8 @@ def _top_table(result, k: int = 5) -> Table | None:
         text = record["text"]
         if "\n" in text:  # source files and YAML: point at the file
             text = f"candidates/{record['id']}/candidate.txt"
+        elif len(text) > 60:  # the whole string is in history.jsonl and the report
+            text = f"{text[:57]}... ({len(text)} chars)"
         params = f"{record['params'] / 1e6:.3f} M" if record.get("params") is not None else ""
         table.add_row(record["id"], f"{record['score']:.4f} +- {record.get('score_std') or 0:.4f}", params,
                       _flops_text(record.get("flops")), text)
