@@ -193,6 +193,20 @@ def train_detection_candidate(payload: dict[str, Any]) -> dict[str, Any]:
             "duration_s": time.perf_counter() - started}
 
 
+def _without_git_metadata() -> None:
+    """Keep ultralytics from reading the git repository around its own package.
+
+    Its trainer writes that repository's branch and commit into each checkpoint; when the virtual
+    environment lives inside a checkout, the repository is outside what the sandbox may read.
+    """
+    import ultralytics.engine.trainer as trainer_module
+    from ultralytics.utils.git import GitRepo
+
+    no_repository = GitRepo.__new__(GitRepo)  # not __init__: that searches upwards for .git
+    no_repository.root = no_repository.gitdir = no_repository.refdir = None
+    trainer_module.GIT = no_repository
+
+
 def _ultralytics_device(device: Any) -> str:
     """Our device names ("cpu", "cuda", "cuda:N", "auto") as ultralytics wants them ("cpu", "N")."""
     name = str(device or "cpu")
@@ -316,6 +330,7 @@ def _train(payload: dict[str, Any], model_yaml: Path, data_yaml: Path, workdir: 
         "name": "train", "exist_ok": True, "plots": False, "amp": False, "pretrained": False, "verbose": False,
         **{k: payload[k] for k in TRAIN_OPTIONS if k in payload},
     }  # fmt: skip
+    _without_git_metadata()
     trainer = DetectionTrainer(overrides=overrides)
     trainer.train()
     metrics = dict(trainer.metrics or {})
