@@ -12,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from archsmith.graph.cli_errors import user_errors as _user_errors
+from archsmith.graph.cli_tables import flops_text as _flops_text
+from archsmith.graph.cli_tables import print_result as _print_result
 from archsmith.graph.config import ConfigError, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Archsmith: agents that design neural networks.")
@@ -39,82 +41,6 @@ def _run_paths(run_dir: Path):
     except FileNotFoundError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
-
-
-def _summary_table(result) -> Table:
-    table = Table(title=f"run {result.run_id}", show_header=False)
-    table.add_column("field", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    best = result.best
-    table.add_row("stop reason", str(result.stop_reason or "interrupted"))
-    if best:
-        table.add_row("best candidate", best["id"])
-        text = best["text"]
-        if "\n" in text:  # a source file: point at it rather than print it
-            text = f"{len(text.splitlines())} lines: {result.run_dir / 'best' / 'candidate.txt'}"
-        table.add_row("best structure", text)
-        table.add_row("score", f"{best['score']:.4f} (std {best.get('score_std') or 0:.4f})")
-        if best.get("params") is not None:
-            table.add_row("params", f"{best['params']:,} ({best['params'] / 1e6:.3f} M)")
-        if best.get("flops") is not None:
-            table.add_row("FLOPs (2 x MACs)", f"{best['flops']:,} ({_flops_text(best['flops'])})")
-        for name, value in (best.get("metrics") or {}).items():
-            table.add_row(f"{name} (reported only)", f"{value:.4f}")
-    else:
-        table.add_row("best candidate", "none valid")
-    counts = result.counts
-    table.add_row("generated", str(counts["generated"]))
-    table.add_row("valid", str(counts["valid"]))
-    table.add_row("repaired by debugger", str(counts["repaired_by_debugger"]))
-    table.add_row("repaired by downscaler", str(counts["repaired_by_downscaler"]))
-    table.add_row("discarded", str(counts["discarded"]))
-    if counts["generated"]:
-        table.add_row("pass rate (valid / generated)", f"{counts['valid'] / counts['generated']:.1%}")
-    table.add_row("wall time", f"{result.elapsed_s:.1f} s")
-    table.add_row("sandbox", result.sandbox)
-    table.add_row("run directory", str(result.run_dir))
-    return table
-
-
-def _flops_text(flops: int | None) -> str:
-    if flops is None:
-        return ""
-    return f"{flops / 1e9:.2f} G" if flops >= 1e9 else f"{flops / 1e6:.1f} M"
-
-
-def _top_table(result, k: int = 5) -> Table | None:
-    """The k best valid candidates: score +- std, params, FLOPs and the structure (or its file)."""
-    valid = sorted((r for r in result.history if r.get("status") == "valid" and r.get("score") is not None),
-                   key=lambda r: r["score"], reverse=True)[:k]
-    if len(valid) < 2:
-        return None
-    table = Table(title=f"top {len(valid)} candidates (files relative to the run directory)")
-    for column in ("candidate", "score", "params", "FLOPs", "structure"):
-        table.add_column(column, overflow="fold", no_wrap=column == "candidate")
-    for record in valid:
-        text = record["text"]
-        if "\n" in text:  # source files and YAML: point at the file
-            text = f"candidates/{record['id']}/candidate.txt"
-        elif len(text) > 60:  # the whole string is in history.jsonl and the report
-            text = f"{text[:57]}... ({len(text)} chars)"
-        params = f"{record['params'] / 1e6:.3f} M" if record.get("params") is not None else ""
-        table.add_row(record["id"], f"{record['score']:.4f} +- {record.get('score_std') or 0:.4f}", params,
-                      _flops_text(record.get("flops")), text)
-    return table
-
-
-def _print_result(result) -> None:
-    console.print(_summary_table(result))
-    top = _top_table(result)
-    if top is not None:
-        console.print(top)
-    best = result.best
-    if best and "\n" in best["text"] and len(best["text"].splitlines()) <= 80:  # a YAML or a short source file
-        from rich.syntax import Syntax
-
-        lexer = "python" if best["text"].lstrip().startswith(("import", "from", '"""', "#!")) else "yaml"
-        console.print(f"best candidate {best['id']} (best/candidate.txt):")
-        console.print(Syntax(best["text"], lexer, word_wrap=True))
 
 
 def _with_progress(total: int, done: int, call):
@@ -232,45 +158,6 @@ def check(
     if report.traceback and not report.ok:
         console.print(report.traceback[-2000:])
     raise typer.Exit(0 if report.ok else 1)
-
-
-@app.command()
-def train(
-    run_dir: Annotated[Path, typer.Argument(help="The run directory (runs/<id>) of a search.")],
-    top: Annotated[int, typer.Option("--top", "-k", help="How many of the best candidates to train.")] = 5,
-    again: Annotated[bool, typer.Option("--again", help="Retrain candidates already trained with these settings.")] = False,
-    set_: SetOption = None,
-) -> None:
-    """Train the best candidates of a search on the configured executor (proxies rank, training decides)."""
-    from archsmith.graph.train_top import train_top
-
-    paths = _run_paths(run_dir)
-
-    def announce(entry) -> None:
-        outcome = f"{entry.score:.2f}" if entry.ok else f"[red]failed[/red]: {entry.error}"
-        console.print(f"trained {entry.id}: {outcome}", highlight=False)
-
-    try:
-        with _user_errors():
-            result = train_top(paths.root, top=top, overrides=set_ or [], on_trained=announce, again=again)
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted; finished candidates are in {paths.root / 'trained.jsonl'}[/yellow]")
-        raise typer.Exit(130) from None
-    table = Table(title=f"trained: top {top} of {paths.root.name}")
-    shown = ("train_acc", "valid_acc", "test_acc", "map50_95", "map50", "precision", "recall", "wall_s")
-    metrics = [key for key in shown if any(key in entry.report for entry in result.trained)]
-    for column in ("candidate", "search score", "trained score", *metrics, "note"):
-        table.add_column(column, no_wrap=column == "candidate")
-    for entry in result.trained:
-        report = entry.report
-        cells = [f"{report[k]:.2f}" if k in report else "" for k in metrics]
-        note = "earlier session" if entry.id in result.skipped else ("" if entry.ok else str(entry.error))
-        table.add_row(entry.id, f"{entry.search_score:.4f}" if entry.search_score is not None else "",
-                      f"{entry.score:.2f}" if entry.score is not None else "-", *cells, note)
-    console.print(table)
-    tau = "n/a (fewer than 2 trained, or tied scores)" if result.kendall_tau is None else f"{result.kendall_tau:+.3f}"
-    console.print(f"Kendall tau, search score vs trained score: {tau}; executor: {result.executor}", highlight=False)
-    console.print(f"results: {paths.root / 'trained.jsonl'}")
 
 
 @app.command()
@@ -460,6 +347,15 @@ def _register_bench() -> None:
 
 
 _register_bench()
+
+
+def _register_train() -> None:
+    from archsmith.graph.train_cli import train
+
+    app.command("train")(train)
+
+
+_register_train()
 
 
 def _register_knowledge() -> None:
