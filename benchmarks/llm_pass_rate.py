@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="children at once (the server is shared)")
+    parser.add_argument("--report", type=Path, help="print the tables for an existing (e.g. stopped) run directory")
     args = parser.parse_args(argv)
+    if args.report is not None:
+        return report_existing(args.report)
     local_llm.prepare(["qwen-coder"])
     runs = Path(tempfile.mkdtemp(prefix="archsmith-passrate-"))
     config = config_from_dict({
@@ -61,10 +64,29 @@ def main(argv: list[str] | None = None) -> int:
                   "downscaler": {"policy": "llm", "llm": role_llm(2048)}},
     })
     result = archsmith.run(config)
-    history = result.history
+    print(f"\nrun directory: {result.run_dir}")
+    report(result.run_dir, result.history, result.elapsed_s)
+    return 0
+
+
+def report_existing(run_dir: Path) -> int:
+    """Tables for a run directory: the archived children, wall time from its trace."""
+    from archsmith.graph.paths import RunPaths
+    from archsmith.graph.run import load_history
+
+    steps = read_steps(run_dir / "trace.sqlite")
+    elapsed = max(s.started_at + s.duration_s for s in steps) - min(s.started_at for s in steps) if steps else 0.0
+    history = load_history(RunPaths.existing(run_dir))
+    print(f"run directory: {run_dir} (archived children: {len(history)}; wall time from the trace)")
+    report(run_dir, history, elapsed)
+    return 0
+
+
+def report(run_dir: Path, history: list[dict], elapsed_s: float) -> None:
+    """The tables for the children archived in ``run_dir`` (a finished run, or one stopped early)."""
     generated = len(history)
     valid = [r for r in history if r["status"] == "valid"]
-    steps = read_steps(result.run_dir / "trace.sqlite")
+    steps = read_steps(run_dir / "trace.sqlite")
     calls = Counter(step.role for step in steps if step.role in ("debugger", "downscaler"))
     wait, out_tokens, in_tokens, llm_steps = Counter(), Counter(), Counter(), Counter()
     for step in steps:
@@ -78,27 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     def rate(count: int) -> str:
         return f"{count / generated:.2f} ({count}/{generated})" if generated else "-"
 
-    print(f"\nrun directory: {result.run_dir}")
     print("\n| setting | pass rate |\n|---|---:|")
     print(f"| all (execution repair + budget repair + structural check) | {rate(len(valid))} |")
     print(f"| without execution repair | {rate(sum(1 for r in valid if not r.get('debug_repairs')))} |")
     print(f"| without budget repair | {rate(sum(1 for r in valid if not r.get('downscale_repairs')))} |")
     print(f"\nrejected by the structural check: {stages.get('structure', 0)}; discards per stage: {dict(stages)}")
     print(f"debugger calls: {calls['debugger']}, downscaler calls: {calls['downscaler']}")
-    print(f"wall time: {result.elapsed_s:.0f} s")
+    print(f"wall time: {elapsed_s:.0f} s")
     print("\n| role | LLM steps | tokens in | tokens out | LLM wait s | tokens out / s | share of wall time |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for role, seconds in wait.most_common():
         if seconds:
             speed = out_tokens[role] / seconds
-            share = seconds / result.elapsed_s if result.elapsed_s else 0.0
+            share = seconds / elapsed_s if elapsed_s else 0.0
             print(f"| {role} | {llm_steps[role]} | {in_tokens[role]} | {out_tokens[role]} | {seconds:.0f} | "
                   f"{speed:.1f} | {share:.0%} |")
     print("(shares can add up to more than 100% when children run in parallel)")
-    best = result.best
+    best = max(valid, key=lambda r: r["score"], default=None)
     if best:
         print(f"best Zen-score {best['score']:.2f} at {best['params'] / 1e6:.2f} M params")
-    return 0
 
 
 if __name__ == "__main__":
