@@ -80,3 +80,24 @@ def test_training_a_yolo_run_needs_a_local_data_yaml(yolo_run, tmp_path):
         train_top(yolo_run.run_dir, top=1)
     with pytest.raises(ConfigError, match="not a file"):
         train_top(yolo_run.run_dir, top=1, overrides=["evaluator.detection.data_yaml=coco8.yaml"])
+
+
+def test_the_llm_generator_edits_the_yaml_under_the_same_validation(tmp_path):
+    """A Generator answer in a ```yaml block becomes the child; the yolo space validates it."""
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from archsmith.tools.spaces import get_space
+
+    seed = get_space("yolo", {}).initial()[0]
+    edited = seed.replace("[-1, 6, C2f, [256, True]]", "[-1, 4, C2f, [256, True]]", 1)
+    assert edited != seed
+    answer = f"Fewer repeats at P3.\n```yaml\n{edited}\n```"
+    config = config_from_dict({**SEARCH, "runs_dir": str(tmp_path / "runs"),
+                               "search": {"max_candidates": 1, "children_per_generation": 1},
+                               "roles": {"generator": {"policy": "llm", "fallback": "none"}}})
+    result = run(config, chat_models={"generator": GenericFakeChatModel(messages=iter([AIMessage(answer)]))})
+    (record,) = result.history
+    assert record["status"] == "valid", record.get("discard_reason")
+    assert record["generator_policy"] == "llm" and record["params"] < 3_157_200
+    assert record["canonical"] == get_space("yolo", {}).canonical(edited)
