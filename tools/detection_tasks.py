@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archsmith.tools.tasks import _failed, _set_threads, _StageFailure, _weight_layer_hooks
+from archsmith.tools.tasks import StageFailure, failed_result, set_threads, weight_layer_hooks
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -38,11 +38,11 @@ TRAIN_OPTIONS = ("fraction", "patience", "lr0", "optimizer", "close_mosaic", "mo
 def _square(size: Any, name: str) -> int:
     if isinstance(size, (list, tuple)):
         if len(size) != 2 or size[0] != size[1]:
-            raise _StageFailure("InvalidPayload", f"{name} must be one size or a square [S, S], got {size!r}")
+            raise StageFailure("InvalidPayload", f"{name} must be one size or a square [S, S], got {size!r}")
         size = size[0]
     size = int(size)
     if size < 32 or size % 32:
-        raise _StageFailure("InvalidPayload", f"{name} must be a multiple of 32 (the P5 stride), got {size}")
+        raise StageFailure("InvalidPayload", f"{name} must be a multiple of 32 (the P5 stride), got {size}")
     return size
 
 
@@ -54,7 +54,7 @@ def _build(payload: dict[str, Any]) -> nn.Module:
     space = get_space(payload.get("space", "yolo"), payload.get("space_settings") or {})
     validation = space.validate(payload["text"])
     if not validation.ok:
-        raise _StageFailure("InvalidStructure", validation.summary())
+        raise StageFailure("InvalidStructure", validation.summary())
     return space.build(payload["text"], int(payload["num_classes"]), plain=False)
 
 
@@ -71,19 +71,19 @@ def _head_outputs(out: Any, batch: int, num_classes: int, size: int) -> tuple[li
         out = out.get("one2many", out)
         tensors = [out.get("boxes"), out.get("scores")]
         if not all(isinstance(t, torch.Tensor) for t in tensors):
-            raise _StageFailure("OutputShape", f"the head returned keys {sorted(out)}, expected boxes and scores")
+            raise StageFailure("OutputShape", f"the head returned keys {sorted(out)}, expected boxes and scores")
         scores = tensors[1]
         if tuple(scores.shape) != (batch, num_classes, anchors):
-            raise _StageFailure("OutputShape", f"scores shape {tuple(scores.shape)}, expected {(batch, num_classes, anchors)}")
+            raise StageFailure("OutputShape", f"scores shape {tuple(scores.shape)}, expected {(batch, num_classes, anchors)}")
     elif isinstance(out, (list, tuple)) and len(out) == 3 and all(isinstance(t, torch.Tensor) for t in out):
         tensors = list(out)
         for t, stride in zip(tensors, (8, 16, 32), strict=True):
             if t.shape[0] != batch or t.shape[-1] != size // stride:
-                raise _StageFailure("OutputShape", f"level output {tuple(t.shape)} at stride {stride} for size {size}")
+                raise StageFailure("OutputShape", f"level output {tuple(t.shape)} at stride {stride} for size {size}")
     else:
-        raise _StageFailure("OutputShape", f"forward returned {type(out).__name__}, not the head's training outputs")
+        raise StageFailure("OutputShape", f"forward returned {type(out).__name__}, not the head's training outputs")
     if not all(bool(torch.isfinite(t).all()) for t in tensors):
-        raise _StageFailure("NonFinite", "the output contains NaN or infinite values")
+        raise StageFailure("NonFinite", "the output contains NaN or infinite values")
     return tensors, [list(t.shape) for t in tensors]
 
 
@@ -93,7 +93,7 @@ def check_detection_candidate(payload: dict[str, Any]) -> dict[str, Any]:
     from archsmith.tools.detection import profile_detection
 
     started = time.perf_counter()
-    _set_threads(payload)
+    set_threads(payload)
     fields: dict[str, Any] = {"params": 0, "macs": 0, "flops": 0, "output_shape": None, "weight_layers": None}
     stage = "build"
     try:
@@ -110,7 +110,7 @@ def check_detection_candidate(payload: dict[str, Any]) -> dict[str, Any]:
         x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
         model.train()
         used: set[int] = set()
-        hooks = _weight_layer_hooks(model, used)
+        hooks = weight_layer_hooks(model, used)
         try:
             out = model(x)
         finally:
@@ -122,14 +122,14 @@ def check_detection_candidate(payload: dict[str, Any]) -> dict[str, Any]:
         sum(t.float().mean() for t in tensors).backward()
         grads = [p.grad for p in model.parameters() if p.requires_grad]
         if all(g is None for g in grads):
-            raise _StageFailure("NoGradient", "no parameter received a gradient from the loss")
+            raise StageFailure("NoGradient", "no parameter received a gradient from the loss")
         if not all(bool(torch.isfinite(g).all()) for g in grads if g is not None):
-            raise _StageFailure("NonFinite", "gradients contain NaN or infinite values")
+            raise StageFailure("NonFinite", "gradients contain NaN or infinite values")
         stage = "profile"
         model.zero_grad(set_to_none=True)
         profile = profile_detection(model, imgsz)
     except Exception as exc:  # noqa: BLE001 - a faulty candidate is a result
-        return _failed(stage, exc, started, **fields)
+        return failed_result(stage, exc, started, **fields)
     fields.update(params=profile.params, macs=profile.macs, flops=profile.flops)
     failed = not profile.ok
     return {
@@ -148,7 +148,7 @@ def nas_det_candidate(payload: dict[str, Any]) -> dict[str, Any]:
     from archsmith.tools.detection_score import NAS_DET_CPU_SEARCH, nas_det_score
 
     started = time.perf_counter()
-    _set_threads(payload)
+    set_threads(payload)
     settings = {**NAS_DET_CPU_SEARCH.kwargs(), "seed": int(payload.get("seed", 0)), **(payload.get("nas_det") or {})}
     stage = "build"
     try:
@@ -156,7 +156,7 @@ def nas_det_candidate(payload: dict[str, Any]) -> dict[str, Any]:
         stage = "nas_det"
         result = nas_det_score(model, **settings).model_dump()  # an unknown setting is a TypeError here
     except Exception as exc:  # noqa: BLE001 - a faulty candidate is a result
-        return _failed(stage, exc, started, name="nas_det", score=None, settings=settings)
+        return failed_result(stage, exc, started, name="nas_det", score=None, settings=settings)
     result["stage"] = None if result["ok"] else "nas_det"
     return result
 
@@ -176,7 +176,7 @@ def train_detection_candidate(payload: dict[str, Any]) -> dict[str, Any]:
     ``private_home`` hides it) and ``project_dir`` writable (else leave it to the task's directory).
     """
     started = time.perf_counter()
-    _set_threads(payload)
+    set_threads(payload)
     fields: dict[str, Any] = {"score": None, "report": {}, "save_dir": None}
     stage = "dataset"
     try:
@@ -188,7 +188,7 @@ def train_detection_candidate(payload: dict[str, Any]) -> dict[str, Any]:
         stage = "train"
         fields.update(_train(payload, model_yaml, data_yaml, workdir, started))
     except Exception as exc:  # noqa: BLE001 - a faulty candidate is a result
-        return _failed(stage, exc, started, **fields)
+        return failed_result(stage, exc, started, **fields)
     return {**fields, "ok": True, "stage": None, "error_type": None, "error_message": None, "traceback": None,
             "duration_s": time.perf_counter() - started}
 
@@ -223,8 +223,8 @@ def _local_dataset(raw: Any, workdir: Path) -> tuple[Path, int]:
     """A cleaned copy of the user's dataset YAML (absolute paths, no ``download``) and its nc."""
     import yaml
 
-    def refuse(message: str) -> _StageFailure:
-        return _StageFailure("InvalidDataset", message)
+    def refuse(message: str) -> StageFailure:
+        return StageFailure("InvalidDataset", message)
 
     if not isinstance(raw, str) or "://" in raw:
         raise refuse(f"data_yaml must be the path of a local dataset YAML, got {raw!r}")
@@ -273,7 +273,7 @@ def _model_yaml(payload: dict[str, Any], nc: int, workdir: Path) -> Path:
     space = get_space(payload.get("space", "yolo"), payload.get("space_settings") or {})
     validation = space.validate(payload["text"])
     if not validation.ok:
-        raise _StageFailure("InvalidStructure", validation.summary())
+        raise StageFailure("InvalidStructure", validation.summary())
     spec, _ = space.spec(payload["text"])  # type: ignore[attr-defined]
     target = workdir / "candidate.yaml"
     target.write_text(yaml.safe_dump(ultralytics_dict(spec, nc), sort_keys=False), "utf-8")
@@ -345,5 +345,5 @@ def _train(payload: dict[str, Any], model_yaml: Path, data_yaml: Path, workdir: 
         "wall_s": time.perf_counter() - started,
     }
     if report["map50_95"] != report["map50_95"]:
-        raise _StageFailure("NonFinite", f"training reported no finite mAP50-95: {metrics}")
+        raise StageFailure("NonFinite", f"training reported no finite mAP50-95: {metrics}")
     return {"score": report["map50_95"], "report": report, "save_dir": str(trainer.save_dir)}

@@ -29,10 +29,13 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     import torch.nn as nn
 
-__all__ = ["check_candidate", "evaluate_candidate", "zen_score_candidate"]
+__all__ = [
+    "StageFailure", "build_candidate", "check_candidate", "evaluate_candidate", "failed_result", "set_threads",
+    "weight_layer_hooks", "zen_score_candidate",
+]  # the helpers are shared by the other task modules (train_task, detection_tasks)
 
 
-class _StageFailure(Exception):
+class StageFailure(Exception):
     """A classified failure of one stage (not a Python error in the candidate)."""
 
     def __init__(self, error_type: str, message: str) -> None:
@@ -40,7 +43,7 @@ class _StageFailure(Exception):
         self.error_type = error_type
 
 
-def _set_threads(payload: dict[str, Any]) -> None:
+def set_threads(payload: dict[str, Any]) -> None:
     threads = payload.get("torch_threads")
     if threads is not None:
         import torch
@@ -56,18 +59,18 @@ def _input_hw(payload: dict[str, Any]) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _build(payload: dict[str, Any], *, plain: bool = False) -> nn.Module:
+def build_candidate(payload: dict[str, Any], *, plain: bool = False) -> nn.Module:
     from archsmith.tools.spaces import get_space
 
     space = get_space(payload["space"], payload.get("space_settings") or {})
     validation = space.validate(payload["text"])
     if not validation.ok:
-        raise _StageFailure("InvalidStructure", validation.summary())
+        raise StageFailure("InvalidStructure", validation.summary())
     return space.build(payload["text"], int(payload["num_classes"]), plain=plain)
 
 
-def _failed(stage: str, exc: BaseException, started: float, **fields: Any) -> dict[str, Any]:
-    staged = exc if isinstance(exc, _StageFailure) else None
+def failed_result(stage: str, exc: BaseException, started: float, **fields: Any) -> dict[str, Any]:
+    staged = exc if isinstance(exc, StageFailure) else None
     return {
         **fields,
         "ok": False,
@@ -79,7 +82,7 @@ def _failed(stage: str, exc: BaseException, started: float, **fields: Any) -> di
     }
 
 
-def _weight_layer_hooks(model: nn.Module, used: set[int]) -> list[Any]:
+def weight_layer_hooks(model: nn.Module, used: set[int]) -> list[Any]:
     """Hooks that record which weight layers (a ``weight`` of 2+ dimensions: conv, linear) run."""
     import torch
 
@@ -110,7 +113,7 @@ def _forward(model: nn.Module, payload: dict[str, Any], fields: dict[str, Any]) 
     x = torch.randn(batch, int(payload.get("in_channels", 3)), height, width, generator=generator)
     model.train()
     used: set[int] = set()
-    hooks = _weight_layer_hooks(model, used)
+    hooks = weight_layer_hooks(model, used)
     try:
         out = model(x)
     finally:
@@ -118,12 +121,12 @@ def _forward(model: nn.Module, payload: dict[str, Any], fields: dict[str, Any]) 
             hook.remove()
     fields["weight_layers"] = len(used)
     if not isinstance(out, torch.Tensor):
-        raise _StageFailure("OutputShape", f"forward returned {type(out).__name__}, not a tensor")
+        raise StageFailure("OutputShape", f"forward returned {type(out).__name__}, not a tensor")
     fields["output_shape"] = list(out.shape)
     if tuple(out.shape) != (batch, num_classes):
-        raise _StageFailure("OutputShape", f"output shape {tuple(out.shape)}, expected {(batch, num_classes)}")
+        raise StageFailure("OutputShape", f"output shape {tuple(out.shape)}, expected {(batch, num_classes)}")
     if not bool(torch.isfinite(out).all()):
-        raise _StageFailure("NonFinite", "the output contains NaN or infinite values")
+        raise StageFailure("NonFinite", "the output contains NaN or infinite values")
     return out
 
 
@@ -137,9 +140,9 @@ def _backward(model: nn.Module, out: torch.Tensor, payload: dict[str, Any]) -> N
     F.cross_entropy(out.float(), target).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     if grads and all(g is None for g in grads):
-        raise _StageFailure("NoGradient", "no parameter received a gradient from the loss")
+        raise StageFailure("NoGradient", "no parameter received a gradient from the loss")
     if not all(bool(torch.isfinite(g).all()) for g in grads if g is not None):
-        raise _StageFailure("NonFinite", "gradients contain NaN or infinite values")
+        raise StageFailure("NonFinite", "gradients contain NaN or infinite values")
 
 
 def check_candidate(payload: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +150,7 @@ def check_candidate(payload: dict[str, Any]) -> dict[str, Any]:
     from archsmith.tools.profile import profile_model
 
     started = time.perf_counter()
-    _set_threads(payload)
+    set_threads(payload)
     fields: dict[str, Any] = {"params": 0, "macs": 0, "flops": 0, "output_shape": None, "weight_layers": None}
     fields["input_size"] = list(_input_hw(payload))
     stage = "build"
@@ -155,7 +158,7 @@ def check_candidate(payload: dict[str, Any]) -> dict[str, Any]:
         import torch
 
         torch.manual_seed(int(payload.get("seed", 0)))
-        model = _build(payload)
+        model = build_candidate(payload)
         stage = "forward"
         out = _forward(model, payload, fields)
         stage = "backward"
@@ -164,7 +167,7 @@ def check_candidate(payload: dict[str, Any]) -> dict[str, Any]:
         model.zero_grad(set_to_none=True)
         profile = profile_model(model, _input_hw(payload), int(payload.get("in_channels", 3)))
     except Exception as exc:  # noqa: BLE001 - a faulty candidate is a result
-        return _failed(stage, exc, started, **fields)
+        return failed_result(stage, exc, started, **fields)
     fields.update(params=profile.params, macs=profile.macs, flops=profile.flops)
     if not profile.ok:
         return {
@@ -192,15 +195,15 @@ def zen_score_candidate(payload: dict[str, Any]) -> dict[str, Any]:
     from archsmith.tools.zen_score import zen_score
 
     started = time.perf_counter()
-    _set_threads(payload)
+    set_threads(payload)
     settings = {"resolution": _input_hw(payload)[0], **(payload.get("zen") or {})}
     stage = "build"
     try:
-        model = _build(payload, plain=True)
+        model = build_candidate(payload, plain=True)
         stage = "zen"
         result = zen_score(model, **settings).model_dump()  # an unknown setting is a TypeError here
     except Exception as exc:  # noqa: BLE001 - a faulty candidate is a result
-        return _failed(stage, exc, started, name="zen", score=None, settings=settings)
+        return failed_result(stage, exc, started, name="zen", score=None, settings=settings)
     result["stage"] = None if result["ok"] else "zen"
     return result
 

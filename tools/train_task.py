@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from archsmith.tools.tasks import _build, _failed, _set_threads, _StageFailure
+from archsmith.tools.tasks import StageFailure, build_candidate, failed_result, set_threads
 
 __all__ = ["REPORT_KEYS", "TRAIN_TASK", "train_candidate"]
 
@@ -53,7 +53,7 @@ def _device(name: str) -> str:
     if not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
         raise ValueError(f"device: expected cpu, cuda, cuda:N or auto, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise _StageFailure("DeviceUnavailable", f"device {name!r} asked for, but CUDA is not available here")
+        raise StageFailure("DeviceUnavailable", f"device {name!r} asked for, but CUDA is not available here")
     return name
 
 
@@ -75,9 +75,9 @@ def _resolve(payload: dict[str, Any]) -> tuple[Any, Any, str, dict[str, Any]]:
         spec = DatasetSpec.model_validate(data)
         device = _device(str(payload.get("device", "auto")))
     except ValidationError as error:
-        raise _StageFailure("InvalidSettings", _problems("data", error)) from None
+        raise StageFailure("InvalidSettings", _problems("data", error)) from None
     except (ValueError, TypeError) as error:
-        raise _StageFailure("InvalidSettings", str(error)) from None
+        raise StageFailure("InvalidSettings", str(error)) from None
     record = {"preset": preset, "train": settings.model_dump(), "data": spec.model_dump(), "device": device}
     return settings, spec, device, record
 
@@ -99,16 +99,16 @@ def _classified(exc: BaseException) -> BaseException:
     from archsmith.tools.training import TrainingFailure
 
     if isinstance(exc, TrainingFailure):
-        return _StageFailure(exc.error_type, str(exc))
+        return StageFailure(exc.error_type, str(exc))
     if isinstance(exc, DataError):
-        return _StageFailure("DataError", str(exc))
+        return StageFailure("DataError", str(exc))
     return exc
 
 
 def train_candidate(payload: dict[str, Any]) -> dict[str, Any]:
     """Build the candidate, train it on the data set, return its accuracy as the score."""
     started = time.perf_counter()
-    _set_threads(payload)
+    set_threads(payload)
     fields: dict[str, Any] = {
         "name": "train", "score": None, "std": 0.0, "repeats": 1, "settings": {}, "report": {}, "curve": [],
         "device": None, "stopped_early": False, "num_classes": payload.get("num_classes"), "warnings": [],
@@ -135,11 +135,11 @@ def train_candidate(payload: dict[str, Any]) -> dict[str, Any]:
         fields["num_classes"] = data.num_classes
         stage = "build"
         torch.manual_seed(int(payload.get("seed", 0)))
-        model = _build({**payload, "num_classes": data.num_classes})
+        model = build_candidate({**payload, "num_classes": data.num_classes})
         stage = "train"
         report = train_model(model, data, settings, device)
     except Exception as exc:  # noqa: BLE001 - a faulty candidate is a result
-        return _failed(stage, _classified(exc), started, **fields)
+        return failed_result(stage, _classified(exc), started, **fields)
     values = report.model_dump()
     fields["warnings"].extend(report.warnings)
     return {
