@@ -75,16 +75,22 @@ def summarize_counts(history: list[CandidateRecord]) -> dict[str, int]:
     }
 
 
+def sandbox_limits(config: ArchsmithConfig):  # noqa: ANN201 - SandboxLimits, imported lazily
+    """The limits of every sandbox the run starts (its own, and each Ray worker's)."""
+    from archsmith.tools.sandbox import SandboxLimits
+
+    return SandboxLimits(timeout_s=config.sandbox.timeout_s, memory_mb=config.sandbox.memory_mb,
+                         private_home=config.sandbox.private_home)
+
+
 def open_sandbox(config: ArchsmithConfig, stack: ExitStack):
     """The task runner the config asks for, closed when ``stack`` closes."""
-    from archsmith.tools.sandbox import Sandbox, SandboxLimits
+    from archsmith.tools.sandbox import Sandbox
     from archsmith.tools.sandbox_inprocess import InProcessRunner
 
     if config.sandbox.mode == "inprocess":
         return InProcessRunner()
-    limits = SandboxLimits(timeout_s=config.sandbox.timeout_s, memory_mb=config.sandbox.memory_mb,
-                           private_home=config.sandbox.private_home)
-    sandbox = Sandbox(limits, workers=config.parallel.workers, torch_threads=config.sandbox.torch_threads)
+    sandbox = Sandbox(sandbox_limits(config), workers=config.parallel.workers, torch_threads=config.sandbox.torch_threads)
     return stack.enter_context(sandbox)
 
 
@@ -102,8 +108,7 @@ def open_executor(config: ArchsmithConfig, stack: ExitStack, sandbox: TaskRunner
         return stack.enter_context(LocalExecutor(sandbox, slots))
     from archsmith.tools.ray_executor import RayExecutor, RunnerSpec
 
-    limits = {"timeout_s": config.sandbox.timeout_s, "memory_mb": config.sandbox.memory_mb,
-              "private_home": config.sandbox.private_home}
+    limits = sandbox_limits(config).model_dump()
     runner = RunnerSpec(mode=config.sandbox.mode, limits=tuple(sorted(limits.items())),
                         torch_threads=config.sandbox.torch_threads)
     executor = RayExecutor(address=settings.address, num_cpus=settings.num_cpus, task_cpus=settings.task_cpus,

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from archsmith.tools.results import ScoreResult
+from archsmith.tools.zen_score import gaussian_init_
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -97,20 +98,13 @@ def detect_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _init_trunk(modules: list[nn.Module], generator: torch.Generator) -> None:
-    import torch
+    """Zen's Gaussian init of the trunk, with fresh BN statistics: repeats are independent."""
     from torch import nn
 
-    with torch.no_grad():
-        for module in modules:
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.normal_(module.weight, generator=generator)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-                if isinstance(module, nn.BatchNorm2d):
-                    module.reset_running_stats()
+    gaussian_init_(modules, generator)
+    for module in modules:
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
 
 
 def _one_repeat(

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archsmith.tools.tasks import StageFailure, failed_result, set_threads, weight_layer_hooks
+from archsmith.tools.tasks import StageFailure, failed_result, forward_counting_weight_layers, set_threads, succeeded
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -108,15 +108,7 @@ def check_detection_candidate(payload: dict[str, Any]) -> dict[str, Any]:
         stage = "forward"
         batch = int(payload.get("batch_size", 2))
         x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
-        model.train()
-        used: set[int] = set()
-        hooks = weight_layer_hooks(model, used)
-        try:
-            out = model(x)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        fields["weight_layers"] = len(used)
+        out, fields["weight_layers"] = forward_counting_weight_layers(model, x)
         tensors, fields["output_shape"] = _head_outputs(out, batch, int(payload["num_classes"]), size)
         stage = "backward"
         sum(t.float().mean() for t in tensors).backward()
@@ -189,8 +181,7 @@ def train_detection_candidate(payload: dict[str, Any]) -> dict[str, Any]:
         fields.update(_train(payload, model_yaml, data_yaml, workdir, started))
     except Exception as exc:  # noqa: BLE001 - a faulty candidate is a result
         return failed_result(stage, exc, started, **fields)
-    return {**fields, "ok": True, "stage": None, "error_type": None, "error_message": None, "traceback": None,
-            "duration_s": time.perf_counter() - started}
+    return succeeded(started, **fields)
 
 
 def _without_git_metadata() -> None:

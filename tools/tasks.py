@@ -30,8 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
 __all__ = [
-    "StageFailure", "build_candidate", "check_candidate", "evaluate_candidate", "failed_result", "set_threads",
-    "weight_layer_hooks", "zen_score_candidate",
+    "StageFailure", "build_candidate", "check_candidate", "evaluate_candidate", "failed_result",
+    "forward_counting_weight_layers", "set_threads", "succeeded", "weight_layer_hooks", "zen_score_candidate",
 ]  # the helpers are shared by the other task modules (train_task, detection_tasks)
 
 
@@ -98,6 +98,25 @@ def weight_layer_hooks(model: nn.Module, used: set[int]) -> list[Any]:
     ]
 
 
+def forward_counting_weight_layers(model: nn.Module, x: torch.Tensor) -> tuple[Any, int]:
+    """``model(x)`` in train mode, and how many weight layers (conv, linear) the pass used."""
+    model.train()
+    used: set[int] = set()
+    hooks = weight_layer_hooks(model, used)
+    try:
+        out = model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return out, len(used)
+
+
+def succeeded(started: float, **fields: Any) -> dict[str, Any]:
+    """A task's result for a candidate that passed: ``fields`` plus the empty ToolResult errors."""
+    return {**fields, "ok": True, "stage": None, "error_type": None, "error_message": None, "traceback": None,
+            "duration_s": time.perf_counter() - started}
+
+
 def _forward(model: nn.Module, payload: dict[str, Any], fields: dict[str, Any]) -> torch.Tensor:
     """Forward a random batch in train mode; checks the output's shape and values.
 
@@ -111,15 +130,7 @@ def _forward(model: nn.Module, payload: dict[str, Any], fields: dict[str, Any]) 
     height, width = _input_hw(payload)
     generator = torch.Generator().manual_seed(int(payload.get("seed", 0)))
     x = torch.randn(batch, int(payload.get("in_channels", 3)), height, width, generator=generator)
-    model.train()
-    used: set[int] = set()
-    hooks = weight_layer_hooks(model, used)
-    try:
-        out = model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    fields["weight_layers"] = len(used)
+    out, fields["weight_layers"] = forward_counting_weight_layers(model, x)
     if not isinstance(out, torch.Tensor):
         raise StageFailure("OutputShape", f"forward returned {type(out).__name__}, not a tensor")
     fields["output_shape"] = list(out.shape)
@@ -179,15 +190,7 @@ def check_candidate(payload: dict[str, Any]) -> dict[str, Any]:
             "traceback": profile.traceback,
             "duration_s": time.perf_counter() - started,
         }
-    return {
-        **fields,
-        "ok": True,
-        "stage": None,
-        "error_type": None,
-        "error_message": None,
-        "traceback": None,
-        "duration_s": time.perf_counter() - started,
-    }
+    return succeeded(started, **fields)
 
 
 def zen_score_candidate(payload: dict[str, Any]) -> dict[str, Any]:

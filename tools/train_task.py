@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from archsmith.tools.tasks import StageFailure, build_candidate, failed_result, set_threads
+from archsmith.tools.tasks import StageFailure, build_candidate, failed_result, set_threads, succeeded
 
 __all__ = ["REPORT_KEYS", "TRAIN_TASK", "train_candidate"]
 
@@ -142,18 +142,12 @@ def train_candidate(payload: dict[str, Any]) -> dict[str, Any]:
         return failed_result(stage, _classified(exc), started, **fields)
     values = report.model_dump()
     fields["warnings"].extend(report.warnings)
-    return {
+    return succeeded(started, **{
         **fields,
-        "ok": True,
-        "stage": None,
-        "error_type": None,
-        "error_message": None,
-        "traceback": None,
         "score": report.metric(settings.signal),
         "report": {key: float(values[key]) for key in REPORT_KEYS if values[key] is not None},
         "curve": values["curve"],
         "device": report.device,
         "stopped_early": report.stopped_early,
         "peak_memory_kind": report.peak_memory_kind,
-        "duration_s": time.perf_counter() - started,
-    }
+    })

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,13 +48,15 @@ ZEN_SEARCH = ZenPreset(batch_size=64, repeats=1)  # Zen-NAS evolution_search.py
 ZEN_STANDALONE = ZenPreset(batch_size=16, repeats=32)  # compute_zen_score.py's command-line defaults
 
 
-def gaussian_init_(model: nn.Module, generator: torch.Generator) -> None:
-    """Zen-NAS's ``network_weight_gaussian_init``, drawing from ``generator``."""
+def gaussian_init_(model: nn.Module | Iterable[nn.Module], generator: torch.Generator) -> None:
+    """Zen-NAS's ``network_weight_gaussian_init``, drawing from ``generator``; ``model`` may also be
+    the modules to initialise (NAS_det initialises the trunk before the detection head only)."""
     import torch
     from torch import nn
 
+    modules = model.modules() if isinstance(model, nn.Module) else model
     with torch.no_grad():
-        for module in model.modules():
+        for module in modules:
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.normal_(module.weight, generator=generator)
                 if module.bias is not None:
