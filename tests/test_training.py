@@ -338,3 +338,11 @@ def test_cuda_fp32_and_train_candidate(data):
     assert report.valid_acc is not None and report.valid_acc > 20.0
     value = train_candidate(payload(device="cuda"))
     assert value["ok"] and value["device"].startswith("cuda"), value["error_message"]
+
+
+def test_deterministic_runs_repeat_and_restore_the_backend_flags(data):
+    settings = resolve_settings("smoke", {"deterministic": True, "max_train_samples": 256})
+    first, second = (train_model(tiny_net(), data, settings) for _ in range(2))
+    assert [e.train_loss for e in first.curve] == [e.train_loss for e in second.curve]
+    assert first.valid_acc == second.valid_acc
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic

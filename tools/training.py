@@ -14,6 +14,7 @@ DeviceUnavailable. On CUDA, cuDNN's autotuner is on for the call (and restored a
 from __future__ import annotations
 
 import contextlib
+import os
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -61,6 +62,9 @@ class TrainSettings(BaseModel):
     eval_every: int = Field(0, ge=0, description="validate every this many epochs (0: only at the end)")
     eval_batch_size: int = Field(1024, ge=1)
     seed: int = 0
+    deterministic: bool = Field(
+        False, description="CUDA: deterministic cuDNN/cuBLAS kernels (same seed, same curve; slower)"
+    )
     signal: Signal = Field("valid_acc", description="the metric that becomes the score")
     max_seconds: float | None = Field(None, gt=0, description="soft budget: stop after the epoch that passes it")
 
@@ -369,6 +373,43 @@ def _train(run: _Run, started: float) -> TrainReport:
     )  # fmt: skip
 
 
+class _BackendFlags:
+    """torch's global kernel-choice flags, set for one training run and restored after it."""
+
+    def __init__(self, benchmark: bool, cudnn_deterministic: bool, algorithms: bool, warn_only: bool) -> None:
+        self.values = (benchmark, cudnn_deterministic, algorithms, warn_only)
+
+    @classmethod
+    def save(cls) -> _BackendFlags:
+        import torch
+
+        return cls(torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+                   torch.are_deterministic_algorithms_enabled(),
+                   torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
+
+    @staticmethod
+    def for_training(cuda: bool, deterministic: bool) -> None:
+        """Fixed shapes let cuDNN benchmark its kernels, unless the run must be reproducible."""
+        import torch
+
+        if deterministic:
+            # cuBLAS reads this when its first handle is made (a fresh sandbox worker: before any matmul).
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+            # warn_only: an op without a deterministic kernel warns instead of failing the candidate.
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            torch.backends.cudnn.benchmark = cuda or torch.backends.cudnn.benchmark
+
+    def restore(self) -> None:
+        import torch
+
+        benchmark, cudnn_deterministic, algorithms, warn_only = self.values
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, cudnn_deterministic
+        torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
+
+
 def train_model(model: nn.Module, data: ImageData, settings: TrainSettings, device: str = "cpu") -> TrainReport:
     """Train ``model`` on ``data`` and evaluate it; :class:`TrainingFailure` for a classified failure.
 
@@ -386,10 +427,10 @@ def train_model(model: nn.Module, data: ImageData, settings: TrainSettings, devi
     cuda = target.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(target)
-    benchmark = torch.backends.cudnn.benchmark
+    backend_flags = _BackendFlags.save()
     message = ""
     try:
-        torch.backends.cudnn.benchmark = cuda or benchmark  # fixed shapes: let cuDNN pick its kernels
+        _BackendFlags.for_training(cuda, settings.deterministic)
         return _train(_Run(model, data, settings, target), started)
     except TrainingFailure:
         raise
@@ -398,7 +439,7 @@ def train_model(model: nn.Module, data: ImageData, settings: TrainSettings, devi
             raise
         message = f"out of memory ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     finally:
-        torch.backends.cudnn.benchmark = benchmark
+        backend_flags.restore()
     # Outside the handler, so that the traceback's frames (holding tensors) are gone.
     import gc
 
