@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/train_bench.py [--quick] [--samples 1024] [--epochs 3] [--repeats 3]
         [--threads N] [--workers W] [--device auto|cpu|cuda]
-        [--cifar10 DIR] [--table CSV] [--cells 20] [--preset short]
+        [--cifar10 DIR] [--table CSV] [--cells 20] [--preset short] [--skip-cpu]
 
 Tables:
 
@@ -17,6 +17,7 @@ Tables:
 2. GPU (when CUDA is available): the same at batch 256 for ResNet-32 (the code space's base),
    NAS-Bench-201's ResNet cell and its best CIFAR-10 cell; the plain loop fp32 (as NB201 trains)
    and with bf16 autocast + channels_last (to separate the data pipeline from the precision);
+   train_model also with ``compile`` (its first epoch, which compiles, is untimed);
    mean GPU utilisation (``torch.cuda.utilization``, n/a without pynvml); seconds per
    candidate for the ``short`` preset on a CIFAR-10-valid-sized set (25k train, 25k valid, 10k test).
 3. Rank fidelity (``--cifar10 DIR`` and CUDA, or ``--device cpu`` to insist): ``--cells``
@@ -169,13 +170,15 @@ def throughput_table(labels: list[str], data: ImageData, settings: TrainSettings
         variants = [f"plain fp32, DataLoader ({workers} workers)"]
         variants += [f"plain bf16+channels_last ({workers} w.)"] if fast_row else []
         variants += ["train_model (on-device data)"]
+        variants += ["train_model + torch.compile"] if fast_row else []
         best = {name: (0.0, "-") for name in variants}
         for _ in range(repeats):
             for index, name in enumerate(variants):
                 model = build(space, text, data.num_classes)
                 with Utilisation() as use:
                     if name.startswith("train_model"):
-                        rate = steady_rate(train_model(model, data, settings, device), len(data.train_y))
+                        compiled = settings.model_copy(update={"compile": name.endswith("compile")})
+                        rate = steady_rate(train_model(model, data, compiled, device), len(data.train_y))
                     else:
                         rate = plain_loop(model, data, settings, device, workers, fast=index == 1)
                 if rate > best[name][0]:
@@ -244,6 +247,7 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=20)
     parser.add_argument("--preset", default="short", help="preset of the rank-fidelity runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-cpu", action="store_true", help="leave out table 1 (a GPU session's time is short)")
     args = parser.parse_args()
 
     if args.threads:
@@ -257,12 +261,15 @@ def main() -> None:
 
     samples = args.samples or (256 if args.quick else 1024)
     labels = ["template seed"] if args.quick else ["template seed", "resnet32 (code)"]
-    data = load_dataset({"name": "synthetic", "synthetic_samples": samples, "input_size": 32})
     settings = resolve_settings("smoke", {"epochs": max(args.epochs, 2), "batch_size": 64})
     print(f"\n1. CPU, synthetic {samples} images 32x32, batch 64, {settings.epochs} epochs (first untimed), fp32")
     repeats = args.repeats or (1 if args.quick else 3)
-    print(f"best of {repeats} interleaved runs per loop")
-    throughput_table(labels, data, settings, "cpu", args.workers or 0, False, repeats)
+    if args.skip_cpu:
+        print("skipped: --skip-cpu")
+    else:
+        print(f"best of {repeats} interleaved runs per loop")
+        data = load_dataset({"name": "synthetic", "synthetic_samples": samples, "input_size": 32})
+        throughput_table(labels, data, settings, "cpu", args.workers or 0, False, repeats)
 
     print("\n2. GPU, batch 256")
     if not cuda:

@@ -256,7 +256,7 @@ def payload(**extra: object) -> dict:
 
 
 def test_train_candidate_contract(one_torch_thread):
-    value = train_candidate(payload(num_classes=100, train={"preset": "smoke", "epochs": 2}))
+    value = train_candidate(payload(num_classes=100, train={"preset": "smoke", "epochs": 2}, device="cpu"))
     assert value["ok"] and value["stage"] is None and value["error_type"] is None, value.get("error_message")
     assert value["name"] == "train" and value["std"] == 0.0 and value["repeats"] == 1
     assert value["score"] == value["report"]["valid_acc"] and value["score"] > 20.0

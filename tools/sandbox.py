@@ -154,7 +154,10 @@ def detect_isolation(isolation: Isolation = "auto", network: bool = False) -> tu
     if unshare:
         for mapping in ("--map-current-user", "--map-root-user"):
             base = [unshare, "--user", mapping, "--net"]
-            candidates.append(("unshare-pid", [*base, "--pid", "--fork", "--kill-child", "--"]))
+            # A PID namespace gets its own /proc (a mount namespace too): the CUDA driver reads its
+            # process's /proc entries and fails to start (error 304) under the host's /proc.
+            pid = ["--pid", "--mount", "--mount-proc", "--fork", "--kill-child", "--"]
+            candidates.append(("unshare-pid", [*base, *pid]))
             candidates.append(("unshare", [*base, "--"]))
     names = {"unshare-pid": "unshare-net-pid", "unshare": "unshare-net"}
     for kind, prefix in candidates:

@@ -79,6 +79,9 @@ _FS_WRITE_RIGHTS_V1 = (
 LANDLOCK_WRITABLE_DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
 # A task on a GPU also opens the driver's device files read-write (CUDA: nvidiactl, nvidiaN, uvm).
 GPU_DEVICE_PATTERNS = ("/dev/nvidia*", "/dev/dri/*")
+# ... and writes (open O_WRONLY|O_TRUNC) files of its own process under /proc at initialisation:
+# denied, cuInit fails with error 304 (seen on an H100, driver 580). Only the task's own entries.
+GPU_WRITABLE_PROC = ("/proc/self",)
 _RULESET_ATTR = struct.Struct("=Q")  # handled_access_fs only (ABI >= 4 adds net, >= 6 scoped)
 _PATH_BENEATH_ATTR = struct.Struct("=Qi")  # packed: allowed_access (u64), parent_fd (s32)
 
@@ -137,10 +140,12 @@ def readable_paths(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
 
 
 def gpu_device_files() -> tuple[str, ...]:
-    """The GPU driver's device files present on this machine (empty without a GPU)."""
+    """The GPU driver's device files present on this machine (empty without a GPU), and the
+    process's own /proc entries that the driver writes (with file rights only, like a device)."""
     import glob
 
-    return tuple(sorted(path for pattern in GPU_DEVICE_PATTERNS for path in glob.glob(pattern)))
+    found = tuple(sorted(path for pattern in GPU_DEVICE_PATTERNS for path in glob.glob(pattern)))
+    return found + GPU_WRITABLE_PROC if found else ()
 
 
 def restrict_writes_to(
