@@ -134,6 +134,22 @@ def make_discard(ctx: RunContext):
     return discard
 
 
+SYSTEMATIC_FAILURE_COUNT = 8  # this many scorings, none valid, one and the same error: stop the run
+
+
+def systematic_scoring_failure(history: list[CandidateRecord], count: int = SYSTEMATIC_FAILURE_COUNT) -> str | None:
+    """A stop reason when scoring itself is broken (a GPU the sandbox cannot open, a missing data
+    set), not the candidates: the first ``count`` scorings all failed with the same error."""
+    scored = [r for r in history if r.get("status") == "valid" or r.get("discard_stage") == "score"]
+    if len(scored) < count or any(r.get("status") == "valid" for r in scored):
+        return None
+    reasons = {r.get("discard_reason") for r in scored}
+    if len(reasons) != 1:
+        return None
+    return (f"stopped: all {len(scored)} candidates scored so far failed with the same error, so the "
+            f"evaluator or its environment is at fault, not the candidates ({reasons.pop()})")
+
+
 def write_archive_files(paths: RunPaths, history: list[CandidateRecord]) -> CandidateRecord | None:
     """history.jsonl and best/ for ``history``; returns the best record."""
     write_atomic(paths.history, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
@@ -166,6 +182,8 @@ def make_archive(ctx: RunContext):
             stop = f"target score {search.target_score} reached by {best['id']}"
         elif sum(1 for r in history if r.get("status") == "valid") >= search.max_candidates:
             stop = f"budget of {search.max_candidates} evaluated candidates used"
+        elif (broken := systematic_scoring_failure(history)) is not None:
+            stop = broken
         elif len(history) >= search.children_cap():
             stop = f"cap of {search.children_cap()} children reached (too many discarded)"
         elif search.time_limit_s is not None and elapsed >= search.time_limit_s:

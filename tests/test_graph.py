@@ -214,3 +214,33 @@ def test_generator_memory_feeds_back_outcomes(toy_config):
     assert "Your latest children" in second.prompts[1].text
     assert "C8,C8 -> score" in second.prompts[1].text  # the first child, as repaired, and its score
     assert result.history[1]["status"] == "valid"
+
+
+def test_scoring_that_fails_the_same_way_every_time_stops_the_run(toy_config, tmp_path):
+    """A broken evaluator (here a data directory that does not exist) is not the candidates' fault:
+    the run stops after the first SYSTEMATIC_FAILURE_COUNT scorings instead of discarding 10x the budget."""
+    from archsmith.graph.nodes import SYSTEMATIC_FAILURE_COUNT
+
+    missing = tmp_path / "no-cifar"
+    config = toy_config(
+        search={"max_candidates": 30, "children_per_generation": 2},
+        evaluator={"name": "train", "train": {"preset": "smoke", "device": "cpu",
+                                              "data": {"name": "cifar10", "path": str(missing)}}},
+    )  # fmt: skip
+    result = archsmith.run(config)
+    assert result.counts["valid"] == 0
+    assert SYSTEMATIC_FAILURE_COUNT <= result.counts["generated"] < SYSTEMATIC_FAILURE_COUNT + 2
+    assert result.stop_reason.startswith(f"stopped: all {result.counts['generated']} candidates scored so far")
+    assert str(missing) in result.stop_reason and "DataError" in result.stop_reason
+
+
+def test_different_scoring_errors_do_not_stop_the_run():
+    from archsmith.graph.nodes import systematic_scoring_failure
+
+    failed = [{"status": "discarded", "discard_stage": "score", "discard_reason": f"scoring failed: E{i % 2}"}
+              for i in range(10)]  # fmt: skip
+    assert systematic_scoring_failure(failed) is None
+    same = [dict(r, discard_reason="scoring failed: E") for r in failed]
+    assert systematic_scoring_failure(same).startswith("stopped: all 10 candidates")
+    assert systematic_scoring_failure(same + [{"status": "valid"}]) is None
+    assert systematic_scoring_failure(same[:7]) is None

@@ -69,10 +69,10 @@ def test_sandboxed_training_on_the_gpu_and_a_real_oom_in_the_same_worker():
     """The sandbox lifts its address-space limit and opens /dev/nvidia* for a GPU task only."""
     with Sandbox(SandboxLimits(timeout_s=300, memory_mb=4096), workers=1,
                  python_path=[str(TESTS_DIR)]) as sandbox:  # fmt: skip
-        good = sandbox.run(TRAIN_TASK, payload(device="cuda", torch_threads=2))
+        good = sandbox.run(TRAIN_TASK, payload(device="cuda:0", torch_threads=2))  # a fresh process: index
         assert good.ok, good.short_error() + (good.traceback or "") + good.stdout
         assert good.value["device"].startswith("cuda") and good.value["score"] > 20.0
-        assert good.value["report"]["peak_memory_kind"] == "cuda_max_allocated"
+        assert good.value["peak_memory_kind"] == "cuda_max_allocated"
         oom = sandbox.run(TRAIN_TASK, payload(device="cuda", text=HUGE_ALLOCATION))
         assert not oom.ok and oom.error_type == "OutOfMemory", oom.short_error()
         again = sandbox.run(TRAIN_TASK, payload(device="cuda"))
@@ -111,3 +111,10 @@ def test_ray_places_two_tasks_on_one_gpu(tmp_path):
     assert "1 GPU; per task 1 CPU, 0.5 GPU" in outcome["mechanism"]
     assert [r["ok"] for r in outcome["results"]] == [True, True], outcome["results"]
     assert {r["device"] for r in outcome["results"]} == {"cuda:0"}
+
+
+def test_a_device_index_beyond_the_gpus_is_classified(data):
+    with pytest.raises(TrainingFailure) as caught:
+        train_model(tiny_net(), data, resolve_settings("smoke"), f"cuda:{torch.cuda.device_count()}")
+    assert caught.value.error_type == "DeviceUnavailable"
+    assert f"this process sees {torch.cuda.device_count()} CUDA device(s)" in str(caught.value)

@@ -421,10 +421,17 @@ def train_model(model: nn.Module, data: ImageData, settings: TrainSettings, devi
 
     started = time.perf_counter()
     target = torch.device(device)
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingFailure("DeviceUnavailable", f"device {device!r} asked for, but CUDA is not available")
-    torch.manual_seed(settings.seed)
     cuda = target.type == "cuda"
+    if cuda:
+        if not torch.cuda.is_available():
+            raise TrainingFailure("DeviceUnavailable", f"device {device!r} asked for, but CUDA is not available")
+        if target.index is not None and target.index >= torch.cuda.device_count():
+            raise TrainingFailure("DeviceUnavailable", f"device {device!r} asked for, but this process sees "
+                                  f"{torch.cuda.device_count()} CUDA device(s)")  # fmt: skip
+        # Initialise CUDA first: with an explicit index, the memory-stats calls below do not (a fresh
+        # process would get "Invalid device argument").
+        torch.cuda.init()
+    torch.manual_seed(settings.seed)
     if cuda:
         torch.cuda.reset_peak_memory_stats(target)
     backend_flags = _BackendFlags.save()
