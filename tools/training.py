@@ -37,6 +37,10 @@ __all__ = [
 
 Signal = Literal["valid_acc", "test_acc", "train_acc"]
 NONFINITE_CHECK_STEPS_CUDA = 50  # on CUDA, losses are checked (a device sync) every this many steps
+# A fresh process's first CUDA epoch took 15-47 s on an H100 (sandboxed template-space candidates,
+# 2 epochs of 32 steps; the second epoch 0.3-0.5 s). Part of that one-time cost is cudnn.benchmark
+# timing kernels for every new shape, which only long runs win back (benchmarks/gpu_cold_start.py).
+CUDNN_BENCHMARK_MIN_STEPS = 5000
 
 
 class TrainSettings(BaseModel):
@@ -64,6 +68,11 @@ class TrainSettings(BaseModel):
     seed: int = 0
     deterministic: bool = Field(
         False, description="CUDA: deterministic cuDNN/cuBLAS kernels (same seed, same curve; slower)"
+    )
+    cudnn_benchmark: bool | None = Field(
+        None,
+        description="CUDA: let cuDNN time its kernels for each new shape, a one-time cost per process; "
+        f"None: only for runs of at least {CUDNN_BENCHMARK_MIN_STEPS} steps, where it pays back",
     )
     signal: Signal = Field("valid_acc", description="the metric that becomes the score")
     max_seconds: float | None = Field(None, gt=0, description="soft budget: stop after the epoch that passes it")
@@ -388,8 +397,8 @@ class _BackendFlags:
                    torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
 
     @staticmethod
-    def for_training(cuda: bool, deterministic: bool) -> None:
-        """Fixed shapes let cuDNN benchmark its kernels, unless the run must be reproducible."""
+    def for_training(benchmark: bool, deterministic: bool) -> None:
+        """cuDNN benchmarks its kernels when asked (fixed shapes), unless the run must be reproducible."""
         import torch
 
         if deterministic:
@@ -400,7 +409,7 @@ class _BackendFlags:
             # warn_only: an op without a deterministic kernel warns instead of failing the candidate.
             torch.use_deterministic_algorithms(True, warn_only=True)
         else:
-            torch.backends.cudnn.benchmark = cuda or torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = benchmark
 
     def restore(self) -> None:
         import torch
@@ -437,8 +446,12 @@ def train_model(model: nn.Module, data: ImageData, settings: TrainSettings, devi
     backend_flags = _BackendFlags.save()
     message = ""
     try:
-        _BackendFlags.for_training(cuda, settings.deterministic)
-        return _train(_Run(model, data, settings, target), started)
+        run = _Run(model, data, settings, target)
+        benchmark = settings.cudnn_benchmark
+        if benchmark is None:
+            benchmark = run.steps * settings.epochs >= CUDNN_BENCHMARK_MIN_STEPS
+        _BackendFlags.for_training(cuda and benchmark, settings.deterministic)
+        return _train(run, started)
     except TrainingFailure:
         raise
     except Exception as exc:  # noqa: BLE001 - only memory failures are classified here
