@@ -88,13 +88,6 @@ def report(run_dir: Path, history: list[dict], elapsed_s: float) -> None:
     valid = [r for r in history if r["status"] == "valid"]
     steps = read_steps(run_dir / "trace.sqlite")
     calls = Counter(step.role for step in steps if step.role in ("debugger", "downscaler"))
-    wait, out_tokens, in_tokens, llm_steps = Counter(), Counter(), Counter(), Counter()
-    for step in steps:
-        seconds = float(step.tools.get("llm_wait_s") or 0.0)
-        wait[step.role] += seconds
-        out_tokens[step.role] += int(step.tokens.get("output", 0) or 0)
-        in_tokens[step.role] += int(step.tokens.get("input", 0) or 0)
-        llm_steps[step.role] += 1 if seconds else 0
     stages = Counter(r.get("discard_stage") for r in history if r["status"] != "valid")
 
     def rate(count: int) -> str:
@@ -107,6 +100,21 @@ def report(run_dir: Path, history: list[dict], elapsed_s: float) -> None:
     print(f"\nrejected by the structural check: {stages.get('structure', 0)}; discards per stage: {dict(stages)}")
     print(f"debugger calls: {calls['debugger']}, downscaler calls: {calls['downscaler']}")
     print(f"wall time: {elapsed_s:.0f} s")
+    print_llm_roles(steps, elapsed_s)
+    best = max(valid, key=lambda r: r["score"], default=None)
+    if best:
+        print(f"best Zen-score {best['score']:.2f} at {best['params'] / 1e6:.2f} M params")
+
+
+def print_llm_roles(steps: list, elapsed_s: float) -> None:
+    """Per role: LLM steps, tokens, seconds waiting on the model, output tokens/s, share of wall time."""
+    wait, out_tokens, in_tokens, llm_steps = Counter(), Counter(), Counter(), Counter()
+    for step in steps:
+        seconds = float(step.tools.get("llm_wait_s") or 0.0)
+        wait[step.role] += seconds
+        out_tokens[step.role] += int(step.tokens.get("output", 0) or 0)
+        in_tokens[step.role] += int(step.tokens.get("input", 0) or 0)
+        llm_steps[step.role] += 1 if seconds else 0
     print("\n| role | LLM steps | tokens in | tokens out | LLM wait s | tokens out / s | share of wall time |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for role, seconds in wait.most_common():
@@ -116,9 +124,6 @@ def report(run_dir: Path, history: list[dict], elapsed_s: float) -> None:
             print(f"| {role} | {llm_steps[role]} | {in_tokens[role]} | {out_tokens[role]} | {seconds:.0f} | "
                   f"{speed:.1f} | {share:.0%} |")
     print("(shares can add up to more than 100% when children run in parallel)")
-    best = max(valid, key=lambda r: r["score"], default=None)
-    if best:
-        print(f"best Zen-score {best['score']:.2f} at {best['params'] / 1e6:.2f} M params")
 
 
 if __name__ == "__main__":

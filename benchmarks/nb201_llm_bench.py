@@ -1,0 +1,133 @@
+"""NAS-Bench-201 CIFAR-10 with LLM agents (the CoLLM-NAS setting) beside the algorithmic methods.
+
+    python scripts/local_llm.py prepare
+    python benchmarks/nb201_llm_bench.py [--runs 3] [--budget 100] [--runs-dir DIR]
+    python benchmarks/nb201_llm_bench.py --report DIR        # the tables for runs already in DIR
+
+Each run is the agent graph on the nb201 space with the Navigator (with its memory of the
+trajectory) and the Generator (without one) driven by Qwen2.5-Coder-0.5B on a llama.cpp server that
+the run starts; every child is scored by the NAS-Bench-201 table (``--table``), as in ``archsmith
+bench``: the budget is distinct architectures evaluated. Run directories are kept in ``--runs-dir``
+(traces included) so that ``--report`` can tabulate finished and stopped runs.
+
+Printed: per LLM run the table's test accuracy of the best-valid architecture found, the
+evaluations it took, wall time and the share of it spent waiting on the LLM per role; then the
+mean ± std over the LLM runs beside rs, rea and the algorithmic agents for the same seeds and budget.
+On 2 CPU cores an LLM child takes about a minute: 100 evaluations are 1-2 hours a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import local_llm  # noqa: E402
+from llm_pass_rate import print_llm_roles  # noqa: E402
+
+from archsmith.graph.bench import BenchSpec, load_problem, render_table, run_bench, run_seeds  # noqa: E402
+from archsmith.graph.bench_agents import ProblemEvaluator  # noqa: E402
+from archsmith.graph.config import config_from_dict  # noqa: E402
+from archsmith.graph.paths import RunPaths  # noqa: E402
+from archsmith.graph.run import load_history, run  # noqa: E402
+from archsmith.graph.trace import read_steps  # noqa: E402
+from archsmith.tools.tabular import TabularSpec  # noqa: E402
+
+DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench201-cifar10.csv"
+
+
+def role_llm(max_tokens: int) -> dict:
+    return {"model": "qwen-coder", "max_tokens": max_tokens, "timeout_s": 600, "max_retries": 1,
+            "temperature": 0.7, "server": local_llm.server_spec(["qwen-coder"]).model_dump()}  # fmt: skip
+
+
+def llm_config(runs_dir: Path, index: int, seed: int, budget: int) -> dict:
+    return {
+        "name": f"nb201-llm-run{index}", "seed": seed, "runs_dir": str(runs_dir),
+        "space": {"name": "nb201"},
+        "search": {"max_candidates": budget, "children_per_generation": 4, "top_k": 4},
+        "parallel": {"workers": 1},
+        "phases": {"enabled": False},
+        "workflow": {"min_layers": 1},
+        "roles": {"navigator": {"policy": "llm", "memory": True, "llm": role_llm(512)},
+                  "generator": {"policy": "llm", "memory": False, "llm": role_llm(512)}},
+    }  # fmt: skip
+
+
+def summarize(run_dir: Path, test_metric: str = "test_acc") -> dict:
+    """The best-valid architecture's test accuracy, evaluations, wall time (from the trace)."""
+    history = load_history(RunPaths.existing(run_dir))
+    valid = [r for r in history if r.get("status") == "valid"]
+    best = max(valid, key=lambda r: r["score"], default=None)
+    steps = read_steps(run_dir / "trace.sqlite")
+    wall = max(s.started_at + s.duration_s for s in steps) - min(s.started_at for s in steps) if steps else 0.0
+    return {"run_dir": run_dir, "evaluations": len(valid), "children": len(history), "wall_s": wall,
+            "best_valid": best["score"] if best else None,
+            "test_of_best_valid": (best.get("metrics") or {}).get(test_metric) if best else None,
+            "steps": steps}  # fmt: skip
+
+
+def print_run(summary: dict) -> None:
+    test = summary["test_of_best_valid"]
+    print(f"\n{summary['run_dir'].name}: {summary['evaluations']} evaluations ({summary['children']} children), "
+          f"best valid {summary['best_valid']}, its test accuracy {test}, wall {summary['wall_s']:.0f} s")  # fmt: skip
+    print_llm_roles(summary["steps"], summary["wall_s"])
+
+
+def print_llm_mean(summaries: list[dict]) -> None:
+    tests = [s["test_of_best_valid"] for s in summaries if s["test_of_best_valid"] is not None]
+    if not tests:
+        print("\nLLM agents: no run with a valid architecture")
+        return
+    spread = statistics.pstdev(tests) if len(tests) > 1 else 0.0
+    evals = ", ".join(str(s["evaluations"]) for s in summaries)
+    print(f"\nLLM agents (Qwen2.5-Coder-0.5B navigator + generator): test of best valid "
+          f"{statistics.mean(tests):.2f} ± {spread:.2f} over {len(tests)} runs (evaluations per run: {evals})")  # fmt: skip
+
+
+def report_existing(runs_dir: Path) -> int:
+    summaries = [summarize(d) for d in sorted(runs_dir.iterdir()) if (d / "trace.sqlite").is_file()]
+    for summary in summaries:
+        print_run(summary)
+    print_llm_mean(summaries)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="NAS-Bench-201 CIFAR-10 CSV")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--budget", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs-dir", type=Path, default=Path("nb201-llm-runs"))
+    parser.add_argument("--report", type=Path, help="print the tables for the run directories in this folder")
+    args = parser.parse_args(argv)
+    if args.report is not None:
+        return report_existing(args.report)
+    local_llm.prepare(["qwen-coder"])
+    spec = BenchSpec(space="nb201", table=TabularSpec(path=str(args.table), dataset="cifar10"),
+                     budget=args.budget, runs=args.runs, methods=["rs", "rea", "agents"], seed=args.seed)  # fmt: skip
+    problem, _ = load_problem(spec)
+    summaries = []
+    for index, seed in enumerate(run_seeds(args.seed, args.runs)):  # the baselines' seeds, run by run
+        started = time.perf_counter()
+        config = config_from_dict(llm_config(args.runs_dir, index, seed, args.budget))
+        result = run(config, evaluator=ProblemEvaluator(problem))
+        summary = summarize(result.run_dir)
+        summary["wall_s"] = time.perf_counter() - started
+        summaries.append(summary)
+        print_run(summary)
+    print("\nBaselines, same seeds and budget (algorithmic agents: the default policies):")
+    Console().print(render_table(run_bench(spec)))
+    print_llm_mean(summaries)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
