@@ -1,7 +1,7 @@
 """NAS-Bench-201 CIFAR-10 with LLM agents (the CoLLM-NAS setting) beside the algorithmic methods.
 
     python scripts/local_llm.py prepare
-    python benchmarks/nb201_llm_bench.py [--runs 3] [--budget 100] [--runs-dir DIR]
+    python benchmarks/nb201_llm_bench.py [--runs 3] [--start 0] [--budget 100] [--runs-dir DIR]
     python benchmarks/nb201_llm_bench.py --report DIR        # the tables for runs already in DIR
 
 Each run is the agent graph on the nb201 space with the Navigator (with its memory of the
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="NAS-Bench-201 CIFAR-10 CSV")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--start", type=int, default=0, help="first run index (one run per session: --start 1 --runs 1)")
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs-dir", type=Path, default=Path("nb201-llm-runs"))
@@ -111,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.report is not None:
         return report_existing(args.report)
     local_llm.prepare(["qwen-coder"])
-    spec = BenchSpec(space="nb201", table=TabularSpec(path=str(args.table), dataset="cifar10"),
-                     budget=args.budget, runs=args.runs, methods=["rs", "rea", "agents"], seed=args.seed)  # fmt: skip
+    spec = BenchSpec(space="nb201", table=TabularSpec(path=str(args.table), dataset="cifar10"), budget=args.budget,
+                     runs=args.start + args.runs, methods=["rs", "rea", "agents"], seed=args.seed)  # fmt: skip
     problem, _ = load_problem(spec)
     summaries = []
-    for index, seed in enumerate(run_seeds(args.seed, args.runs)):  # the baselines' seeds, run by run
+    seeds = run_seeds(args.seed, args.start + args.runs)  # the baselines' seeds, run by run
+    for index, seed in list(enumerate(seeds))[args.start :]:
         started = time.perf_counter()
         config = config_from_dict(llm_config(args.runs_dir, index, seed, args.budget))
         result = run(config, evaluator=ProblemEvaluator(problem))
