@@ -26,10 +26,9 @@ import subprocess
 import sys
 from typing import Any
 
-NETWORKS = {
-    "template seed": ("template", None),
-    "nb201 resnet cell": ("nb201", "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|"),
-}
+from train_bench import RESNET_CELL
+
+NETWORKS = {"template seed": ("template", None), "nb201 resnet cell": ("nb201", RESNET_CELL)}
 
 
 def payload(space: str, text: str | None, device: str, epochs: int, samples: int, benchmark: bool) -> dict[str, Any]:

@@ -32,9 +32,15 @@ from archsmith.graph.config import config_from_dict  # noqa: E402
 from archsmith.graph.trace import read_steps  # noqa: E402
 
 
-def role_llm(max_tokens: int) -> dict:
+def role_llm(max_tokens: int, temperature: float = 0.3) -> dict:
+    """A role's llm settings: Qwen2.5-Coder-0.5B on the llama.cpp server the run starts."""
     return {"model": "qwen-coder", "max_tokens": max_tokens, "timeout_s": 600, "max_retries": 1,
-            "temperature": 0.3, "server": local_llm.server_spec(["qwen-coder"]).model_dump()}
+            "temperature": temperature, "server": local_llm.server_spec(["qwen-coder"]).model_dump()}
+
+
+def trace_wall_s(steps: list) -> float:
+    """Wall time of a run from its trace: first step start to last step end."""
+    return max(s.started_at + s.duration_s for s in steps) - min(s.started_at for s in steps) if steps else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,8 +80,7 @@ def report_existing(run_dir: Path) -> int:
     from archsmith.graph.paths import RunPaths
     from archsmith.graph.run import load_history
 
-    steps = read_steps(run_dir / "trace.sqlite")
-    elapsed = max(s.started_at + s.duration_s for s in steps) - min(s.started_at for s in steps) if steps else 0.0
+    elapsed = trace_wall_s(read_steps(run_dir / "trace.sqlite"))
     history = load_history(RunPaths.existing(run_dir))
     print(f"run directory: {run_dir} (archived children: {len(history)}; wall time from the trace)")
     report(run_dir, history, elapsed)

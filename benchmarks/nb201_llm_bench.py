@@ -29,7 +29,7 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import local_llm  # noqa: E402
-from llm_pass_rate import print_llm_roles  # noqa: E402
+from llm_pass_rate import print_llm_roles, role_llm, trace_wall_s  # noqa: E402
 
 from archsmith.graph.bench import BenchSpec, load_problem, render_table, run_bench, run_seeds  # noqa: E402
 from archsmith.graph.bench_agents import ProblemEvaluator  # noqa: E402
@@ -42,11 +42,6 @@ from archsmith.tools.tabular import TabularSpec  # noqa: E402
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench201-cifar10.csv"
 
 
-def role_llm(max_tokens: int) -> dict:
-    return {"model": "qwen-coder", "max_tokens": max_tokens, "timeout_s": 600, "max_retries": 1,
-            "temperature": 0.7, "server": local_llm.server_spec(["qwen-coder"]).model_dump()}  # fmt: skip
-
-
 def llm_config(runs_dir: Path, index: int, seed: int, budget: int) -> dict:
     return {
         "name": f"nb201-llm-run{index}", "seed": seed, "runs_dir": str(runs_dir),
@@ -55,8 +50,8 @@ def llm_config(runs_dir: Path, index: int, seed: int, budget: int) -> dict:
         "parallel": {"workers": 1},
         "phases": {"enabled": False},
         "workflow": {"min_layers": 1},
-        "roles": {"navigator": {"policy": "llm", "memory": True, "llm": role_llm(512)},
-                  "generator": {"policy": "llm", "memory": False, "llm": role_llm(512)}},
+        "roles": {"navigator": {"policy": "llm", "memory": True, "llm": role_llm(512, temperature=0.7)},
+                  "generator": {"policy": "llm", "memory": False, "llm": role_llm(512, temperature=0.7)}},
     }  # fmt: skip
 
 
@@ -66,8 +61,7 @@ def summarize(run_dir: Path, test_metric: str = "test_acc") -> dict:
     valid = [r for r in history if r.get("status") == "valid"]
     best = max(valid, key=lambda r: r["score"], default=None)
     steps = read_steps(run_dir / "trace.sqlite")
-    wall = max(s.started_at + s.duration_s for s in steps) - min(s.started_at for s in steps) if steps else 0.0
-    return {"run_dir": run_dir, "evaluations": len(valid), "children": len(history), "wall_s": wall,
+    return {"run_dir": run_dir, "evaluations": len(valid), "children": len(history), "wall_s": trace_wall_s(steps),
             "best_valid": best["score"] if best else None,
             "test_of_best_valid": (best.get("metrics") or {}).get(test_metric) if best else None,
             "steps": steps}  # fmt: skip

@@ -140,12 +140,10 @@ def readable_paths(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
 
 
 def gpu_device_files() -> tuple[str, ...]:
-    """The GPU driver's device files present on this machine (empty without a GPU), and the
-    process's own /proc entries that the driver writes (with file rights only, like a device)."""
+    """The GPU driver's device files present on this machine (empty without a GPU)."""
     import glob
 
-    found = tuple(sorted(path for pattern in GPU_DEVICE_PATTERNS for path in glob.glob(pattern)))
-    return found + GPU_WRITABLE_PROC if found else ()
+    return tuple(sorted(path for pattern in GPU_DEVICE_PATTERNS for path in glob.glob(pattern)))
 
 
 def restrict_writes_to(
@@ -305,7 +303,9 @@ def _child_main(request: dict[str, Any], task_dir: str, result_fd: int, output_f
         _block_network()
     _set_torch_threads(request.get("torch_threads"))
     if request.get("landlock"):  # last: everything above may still write where it needs to
-        devices = LANDLOCK_WRITABLE_DEVICES + (gpu_device_files() if request.get("gpu") else ())
+        gpu = gpu_device_files() if request.get("gpu") else ()
+        # /proc/self takes file rights only, like a device (restrict_writes_to).
+        devices = LANDLOCK_WRITABLE_DEVICES + (gpu + GPU_WRITABLE_PROC if gpu else ())
         readable = readable_paths(request.get("read_paths") or ()) if request.get("private_home") else None
         restrict_writes_to(task_dir, devices, readable=readable)
 

@@ -8,16 +8,17 @@ in large batches. All randomness after the model's initialisation comes from one
 ``torch.Generator`` seeded by ``TrainSettings.seed``: on the CPU, the same seed gives the same
 losses and accuracies. Failures are classified (:class:`TrainingFailure`): OutOfMemory,
 NonFiniteLoss (naming the epoch and step), DataError, OutputShape, NoParameters,
-DeviceUnavailable. On CUDA, cuDNN's autotuner is on for the call (and restored afterwards).
+DeviceUnavailable. torch's global cuDNN/determinism flags are set for the call (``cudnn_benchmark``,
+``deterministic``) and restored afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import math
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -382,25 +383,15 @@ def _train(run: _Run, started: float) -> TrainReport:
     )  # fmt: skip
 
 
-class _BackendFlags:
-    """torch's global kernel-choice flags, set for one training run and restored after it."""
+@contextlib.contextmanager
+def _backend_flags(benchmark: bool, deterministic: bool) -> Iterator[None]:
+    """torch's global kernel-choice flags for one training run, restored after it: cuDNN
+    benchmarks its kernels when asked (fixed shapes), unless the run must be reproducible."""
+    import torch
 
-    def __init__(self, benchmark: bool, cudnn_deterministic: bool, algorithms: bool, warn_only: bool) -> None:
-        self.values = (benchmark, cudnn_deterministic, algorithms, warn_only)
-
-    @classmethod
-    def save(cls) -> _BackendFlags:
-        import torch
-
-        return cls(torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
-                   torch.are_deterministic_algorithms_enabled(),
-                   torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
-
-    @staticmethod
-    def for_training(benchmark: bool, deterministic: bool) -> None:
-        """cuDNN benchmarks its kernels when asked (fixed shapes), unless the run must be reproducible."""
-        import torch
-
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
+    try:
         if deterministic:
             # cuBLAS reads this when its first handle is made (a fresh sandbox worker: before any matmul).
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -410,13 +401,10 @@ class _BackendFlags:
             torch.use_deterministic_algorithms(True, warn_only=True)
         else:
             torch.backends.cudnn.benchmark = benchmark
-
-    def restore(self) -> None:
-        import torch
-
-        benchmark, cudnn_deterministic, algorithms, warn_only = self.values
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, cudnn_deterministic
-        torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
+        yield
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
 
 def train_model(model: nn.Module, data: ImageData, settings: TrainSettings, device: str = "cpu") -> TrainReport:
@@ -443,23 +431,20 @@ def train_model(model: nn.Module, data: ImageData, settings: TrainSettings, devi
     torch.manual_seed(settings.seed)
     if cuda:
         torch.cuda.reset_peak_memory_stats(target)
-    backend_flags = _BackendFlags.save()
     message = ""
     try:
         run = _Run(model, data, settings, target)
         benchmark = settings.cudnn_benchmark
         if benchmark is None:
             benchmark = run.steps * settings.epochs >= CUDNN_BENCHMARK_MIN_STEPS
-        _BackendFlags.for_training(cuda and benchmark, settings.deterministic)
-        return _train(run, started)
+        with _backend_flags(cuda and benchmark, settings.deterministic):
+            return _train(run, started)
     except TrainingFailure:
         raise
     except Exception as exc:  # noqa: BLE001 - only memory failures are classified here
         if not _is_memory_failure(exc):
             raise
         message = f"out of memory ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-    finally:
-        backend_flags.restore()
     # Outside the handler, so that the traceback's frames (holding tensors) are gone.
     import gc
 
