@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from archsmith.tools.sandbox import Sandbox, SandboxLimits, run_inprocess, scrub_environment
+from archsmith.tools.sandbox import (
+    Sandbox,
+    SandboxLimits,
+    claim_work_root,
+    remove_abandoned_work_roots,
+    run_inprocess,
+    scrub_environment,
+)
 
 HERE = str(Path(__file__).parent)
 
@@ -211,6 +220,39 @@ def test_close_kills_a_running_task(tmp_path: Path) -> None:
     size = marker.stat().st_size
     time.sleep(0.5)
     assert marker.stat().st_size == size, "a task's process outlived close()"
+
+
+def test_close_removes_the_work_root() -> None:
+    box = make_sandbox(workers=1)
+    work_root = Path(box._work_root)
+    assert (work_root / ".owner.lock").is_file()
+    box.close()
+    assert not work_root.exists()
+
+
+def test_work_roots_of_killed_owners_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    """A sandbox owner killed with SIGKILL (a Ray worker at shutdown) leaves its directory behind;
+    the next sandbox removes it, and never a directory whose owner still runs."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from archsmith.tools.sandbox import claim_work_root; "
+         f"print(claim_work_root({str(tmp_path)!r})[0], flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    abandoned = Path(owner.stdout.readline().strip())  # type: ignore[union-attr]
+    live, live_fd = claim_work_root(str(tmp_path))
+    unlocked = tmp_path / "archsmith-sandbox-older-version"
+    unlocked.mkdir()
+    try:
+        assert remove_abandoned_work_roots(str(tmp_path)) == []  # the owner still runs
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+        assert remove_abandoned_work_roots(str(tmp_path)) == [str(abandoned)]
+        assert not abandoned.exists()
+        assert Path(live).is_dir() and unlocked.is_dir()
+    finally:
+        owner.kill()
+        os.close(live_fd)
 
 
 @pytest.fixture()

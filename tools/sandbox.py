@@ -26,6 +26,8 @@ importable with ``python_path``.
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
 import queue
 import re
@@ -298,11 +300,58 @@ class _Worker:
         return result
 
 
-def _kill_all(workers: Sequence[_Worker], work_root: str) -> None:
+WORK_ROOT_PREFIX = "archsmith-sandbox-"
+_OWNER_LOCK = ".owner.lock"
+
+
+def claim_work_root(parent: str | None = None) -> tuple[str, int]:
+    """A new temporary directory for a sandbox, and the descriptor of the lock that marks it in use.
+
+    The lock is an flock on ``.owner.lock`` inside the directory, held until the owner closes it or
+    dies, however it dies (SIGKILL included: a Ray worker at shutdown). The file is locked before it
+    gets its name, so :func:`remove_abandoned_work_roots` never sees it unlocked while its owner lives.
+    First removes the directories abandoned by owners that died without closing their sandbox.
+    """
+    remove_abandoned_work_roots(parent)
+    work_root = tempfile.mkdtemp(prefix=WORK_ROOT_PREFIX, dir=parent)
+    unnamed = os.path.join(work_root, f"{_OWNER_LOCK}.{os.getpid()}")
+    fd = os.open(unnamed, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(unnamed, os.path.join(work_root, _OWNER_LOCK))
+    return work_root, fd
+
+
+def remove_abandoned_work_roots(parent: str | None = None) -> list[str]:
+    """Remove sandbox directories whose owner died (their owner lock can be taken); returns them.
+
+    Works across processes and PID namespaces that share the temporary directory, since it asks
+    the kernel's lock rather than a PID. Directories without a lock (being created, or made by an
+    older version) and other users' directories are left alone.
+    """
+    removed = []
+    for work_root in glob.glob(os.path.join(parent or tempfile.gettempdir(), WORK_ROOT_PREFIX + "*")):
+        try:
+            fd = os.open(os.path.join(work_root, _OWNER_LOCK), os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # its owner is alive
+        else:
+            shutil.rmtree(work_root, ignore_errors=True)
+            removed.append(work_root)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _kill_all(workers: Sequence[_Worker], work_root: str, owner_lock_fd: int) -> None:
     for worker in workers:
         worker.closed = True
         worker.kill()
     shutil.rmtree(work_root, ignore_errors=True)
+    os.close(owner_lock_fd)
 
 
 class Sandbox:
@@ -347,7 +396,7 @@ class Sandbox:
         self.mechanism = f"fork-server+{network}+rlimits+{files}" + ("+private-home" if self._private_home else "")
         self._block_network = network == "socket-block"
         self._own_user_namespace = network.startswith("unshare")
-        self._work_root = tempfile.mkdtemp(prefix="archsmith-sandbox-")
+        self._work_root, owner_lock_fd = claim_work_root()
         child_env = scrub_environment(os.environ if env is None else env)
         if torch_threads is not None:
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -368,7 +417,7 @@ class Sandbox:
             self._free.put(worker)
         self._lock = threading.Lock()
         self._closed = False
-        self._finalizer = weakref.finalize(self, _kill_all, self._workers, self._work_root)
+        self._finalizer = weakref.finalize(self, _kill_all, self._workers, self._work_root, owner_lock_fd)
 
     @property
     def workers(self) -> int:
