@@ -10,6 +10,10 @@ import json
 import re
 from typing import Any
 
+import json_repair
+
+from archsmith.tools.spaces.base import AnswerReadingSpace, SearchSpace
+
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*\n(.*?)```", re.DOTALL)
 
 
@@ -40,7 +44,13 @@ def extract_fenced(answer: str, languages: tuple[str, ...] = ()) -> str:
 
 
 def extract_json(answer: str) -> dict[str, Any]:
-    """The JSON object in an answer: a ```json block, or the outermost {...} span."""
+    """The JSON object in an answer: a ```json block, or the outermost {...} span.
+
+    JSON that is broken but complete (a bracket missing before the closing fence, a stray comma,
+    an object closed one field early) is repaired with ``json_repair``; the callers validate every
+    field of what comes back. An answer that stops inside its JSON was cut off: that is an error
+    (a retry asks for the whole answer) rather than a repaired fragment.
+    """
     if not answer or not answer.strip():
         raise AnswerError("the answer was empty")
     candidates: list[str] = []
@@ -65,15 +75,55 @@ def extract_json(answer: str) -> dict[str, Any]:
         if isinstance(value, dict):
             return value
         last_error = f"expected a JSON object, got {type(value).__name__}"
+    if last_error.startswith("invalid JSON") and _answer_is_complete(answer):
+        repaired = json_repair.loads(candidates[0])
+        if isinstance(repaired, dict) and repaired:
+            return repaired
     raise AnswerError(last_error)
 
 
-def extract_candidate(answer: str) -> str:
+def _answer_is_complete(answer: str) -> bool:
+    """False when the answer ends inside its JSON (cut off by the token limit)."""
+    text = answer.rstrip()
+    return text.endswith("```") or text.endswith("}") or text.endswith("]")
+
+
+def extract_candidate(answer: str, space: SearchSpace | None = None) -> str:
     """A candidate text from an answer: a fenced block, else a bare one-token answer.
 
     A lone line without whitespace (``SuperConvK3BNRELU(3,8,1,1)...``) is accepted because small
-    models often drop the fence; a line of prose is not a candidate.
+    models often drop the fence; a line of prose is not a candidate. With a ``space`` that reads
+    answers (:class:`AnswerReadingSpace`), a text that does not validate is looked for inside the
+    answer instead: the last one that validates; else the block or line itself when it has the
+    space's shape somewhere (the verifier then says what is wrong with it), else the last span of
+    that shape. An answer with nothing of the space's shape is an error, retried.
     """
+    try:
+        found: str | None = _fenced_or_bare(answer)
+        problem: AnswerError | None = None
+    except AnswerError as error:
+        found, problem = None, error
+    if not isinstance(space, AnswerReadingSpace) or (found is not None and space.validate(found).ok):
+        if found is None:
+            raise problem  # type: ignore[misc]
+        return found
+    shaped = space.candidates_in_answer(answer or "")
+    valid = [text for text in shaped if space.validate(text).ok]
+    if valid:
+        return valid[-1]
+    if found is not None and space.candidates_in_answer(found):
+        return found  # the model's whole (invalid) text, so that the verifier names what is wrong with it
+    if shaped:
+        return shaped[-1]
+    if problem is not None and "truncated" in str(problem):
+        raise problem
+    raise AnswerError(
+        f"the answer holds no {space.name} candidate (no text of its form); write the candidate "
+        "itself in the search space's language, not code that builds it"
+    )
+
+
+def _fenced_or_bare(answer: str) -> str:
     try:
         return extract_fenced(answer, ("python", "py", "yaml"))  # code and YAML answers tag their block
     except AnswerError as error:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from archsmith.agents.answers import extract_candidate
 from archsmith.agents.llm import RetryPolicy, ask, exchange_trace
 from archsmith.graph.trace import StepRecord
 
@@ -158,6 +159,10 @@ class Agent:
         raise NotImplementedError(f"{self.role} has no llm policy")
 
     # -- shared LLM plumbing -------------------------------------------------------------
+
+    def read_candidate(self, answer: str) -> str:
+        """The candidate in an answer, read the way this run's search space reads its texts."""
+        return extract_candidate(answer, self.ctx.space)
 
     def ask_llm(
         self,

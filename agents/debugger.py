@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from archsmith.agents.answers import extract_candidate
 from archsmith.agents.base import RepairAgent, register_agent
 from archsmith.graph.state import ChildState
 from archsmith.graph.trace import StepRecord
@@ -52,5 +51,5 @@ class Debugger(RepairAgent):
             "traceback": traceback[-3000:],
         }
         step.inputs = {k: v for k, v in variables.items() if k != "space_rules"}
-        fixed = self.ask_llm("repair", variables, extract_candidate, step, model=strategy.get("model"))
+        fixed = self.ask_llm("repair", variables, self.read_candidate, step, model=strategy.get("model"))
         return self.revised(state, step, self._accepted(state, step, fixed))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from archsmith.agents.answers import extract_candidate
 from archsmith.agents.base import RepairAgent, register_agent
 from archsmith.agents.selection import rng_for
 from archsmith.graph.state import ChildState
@@ -79,5 +78,5 @@ class Downscaler(RepairAgent):
         }
         step.inputs = {k: v for k, v in variables.items() if k != "space_rules"}
         model = state["strategy"].get("model")
-        smaller = self.ask_llm("shrink", variables, extract_candidate, step, model=model)
+        smaller = self.ask_llm("shrink", variables, self.read_candidate, step, model=model)
         return self.revised(state, step, smaller)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from archsmith.agents.answers import extract_candidate
 from archsmith.agents.base import Agent, register_agent
 from archsmith.agents.navigator import SAMPLE
 from archsmith.agents.selection import rng_for
@@ -81,7 +80,7 @@ class Generator(Agent):
             "feedback": strategy.get("feedback", []),
         }
         step.inputs = {k: v for k, v in variables.items() if k != "space_rules"}
-        text = self.ask_llm("mutate", variables, extract_candidate, step, model=strategy.get("model"))
+        text = self.ask_llm("mutate", variables, self.read_candidate, step, model=strategy.get("model"))
         step.parsed = text
         step.decision = "child written"
         return {"text": text, "notes": ["generator: wrote a child"]}

@@ -289,19 +289,25 @@ class Navigator(Agent):
             items = data.get("plans")
             if not isinstance(items, list) or not items:
                 raise AnswerError('expected {"plans": [...]} with at least one plan')
-            plans = []
-            for index, item in enumerate(items[:size]):
+            plans, problems = [], []
+            for index, item in enumerate(items):
+                if len(plans) == size:
+                    break
                 if not isinstance(item, dict):
-                    raise AnswerError(f"plans[{index}] is not an object")
+                    problems.append(f"plans[{index}] is not an object")
+                    continue
                 ids = item.get("parent_ids") or []
-                if isinstance(ids, str):
-                    ids = [ids]
+                ids = [ids] if isinstance(ids, str) else [pid for pid in ids if isinstance(pid, str)]
                 unknown = [pid for pid in ids if pid not in parents]
-                if not ids or unknown:
-                    raise AnswerError(
+                ids = [pid for pid in ids if pid in parents]
+                if not ids:
+                    problems.append(
                         f"plans[{index}].parent_ids must name candidates from the pool "
-                        f"({', '.join(parents)}); got {ids}"
+                        f"({', '.join(parents)}); got {item.get('parent_ids')!r}"
                     )
+                    continue
+                if unknown:  # a usable plan that also names discarded children: keep what it can use
+                    problems.append(f"plans[{index}]: dropped parent ids not in the pool: {unknown}")
                 operator = item.get("operator")
                 plans.append(
                     Strategy(
@@ -312,6 +318,10 @@ class Navigator(Agent):
                         rationale=str(item.get("rationale") or "")[:500],
                     )
                 )
+            if not plans:
+                raise AnswerError("; ".join(problems) or "no usable plan")
+            if problems:  # the plans kept are used; the trace says what was left out
+                step.tools["plan_problems"] = problems
             return plans
 
         # No usable answer raises NoUsableAnswer; Agent.__call__ then plans algorithmically.

@@ -112,22 +112,24 @@ def report(run_dir: Path, history: list[dict], elapsed_s: float) -> None:
 
 
 def print_llm_roles(steps: list, elapsed_s: float) -> None:
-    """Per role: LLM steps, tokens, seconds waiting on the model, output tokens/s, share of wall time."""
-    wait, out_tokens, in_tokens, llm_steps = Counter(), Counter(), Counter(), Counter()
+    """Per role: LLM steps, tokens, seconds waiting on the model, output tokens/s, share of wall
+    time, and the steps whose answers were unusable so the role fell back to its algorithmic policy."""
+    wait, out_tokens, in_tokens, llm_steps, fell_back = Counter(), Counter(), Counter(), Counter(), Counter()
     for step in steps:
         seconds = float(step.tools.get("llm_wait_s") or 0.0)
         wait[step.role] += seconds
         out_tokens[step.role] += int(step.tokens.get("output", 0) or 0)
         in_tokens[step.role] += int(step.tokens.get("input", 0) or 0)
         llm_steps[step.role] += 1 if seconds else 0
-    print("\n| role | LLM steps | tokens in | tokens out | LLM wait s | tokens out / s | share of wall time |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+        fell_back[step.role] += 1 if step.tools.get("fallback") else 0
+    print("\n| role | LLM steps | fell back to algorithmic | tokens in | tokens out | LLM wait s | tokens out / s | share of wall time |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for role, seconds in wait.most_common():
         if seconds:
             speed = out_tokens[role] / seconds
             share = seconds / elapsed_s if elapsed_s else 0.0
-            print(f"| {role} | {llm_steps[role]} | {in_tokens[role]} | {out_tokens[role]} | {seconds:.0f} | "
-                  f"{speed:.1f} | {share:.0%} |")
+            print(f"| {role} | {llm_steps[role]} | {fell_back[role]} | {in_tokens[role]} | {out_tokens[role]} | "
+                  f"{seconds:.0f} | {speed:.1f} | {share:.0%} |")
     print("(shares can add up to more than 100% when children run in parallel)")
 
 

@@ -61,7 +61,8 @@ def summarize(run_dir: Path, test_metric: str = "test_acc") -> dict:
     valid = [r for r in history if r.get("status") == "valid"]
     best = max(valid, key=lambda r: r["score"], default=None)
     steps = read_steps(run_dir / "trace.sqlite")
-    return {"run_dir": run_dir, "evaluations": len(valid), "children": len(history), "wall_s": trace_wall_s(steps),
+    fallback_children = {s.candidate_id for s in steps if s.role == "generator" and s.tools.get("fallback")}
+    return {"fallback_evaluations": sum(1 for r in valid if r["id"] in fallback_children),"run_dir": run_dir, "evaluations": len(valid), "children": len(history), "wall_s": trace_wall_s(steps),
             "best_valid": best["score"] if best else None,
             "test_of_best_valid": (best.get("metrics") or {}).get(test_metric) if best else None,
             "steps": steps}  # fmt: skip
@@ -69,7 +70,8 @@ def summarize(run_dir: Path, test_metric: str = "test_acc") -> dict:
 
 def print_run(summary: dict) -> None:
     test = summary["test_of_best_valid"]
-    print(f"\n{summary['run_dir'].name}: {summary['evaluations']} evaluations ({summary['children']} children), "
+    print(f"\n{summary['run_dir'].name}: {summary['evaluations']} evaluations ({summary['children']} children; "
+          f"{summary['fallback_evaluations']} of the evaluations written by the Generator's algorithmic fallback), "
           f"best valid {summary['best_valid']}, its test accuracy {test}, wall {summary['wall_s']:.0f} s")  # fmt: skip
     print_llm_roles(summary["steps"], summary["wall_s"])
 

@@ -148,6 +148,24 @@ def test_llm_navigator_plans_and_falls_back(toy_config):
     assert nav[1].tools.get("fallback")  # unusable answers: algorithmic plan, run continues
 
 
+def test_llm_navigator_keeps_the_usable_plans_of_a_flawed_answer(toy_config):
+    """Small models name discarded children as parents and drop a closing brace: the plans that
+    name pool members are used (unknown ids dropped, recorded in the trace), not the whole answer
+    thrown away."""
+    plans = [
+        {"parent_ids": ["seed0", "c9999"], "operator": "add_layer", "idea": "go deeper"},
+        {"parent_ids": ["c0042"], "operator": "widen", "idea": "wider"},
+    ]
+    answer = "```json\n" + json.dumps({"plans": plans})[:-1] + "\n```"  # the last '}' missing
+    config = toy_config(search={"max_candidates": 2, "children_per_generation": 2}, roles={"navigator": {"policy": "llm"}})
+    result = archsmith.run(config, chat_models={"navigator": fake(answer)})
+    nav = steps_of(result, role="navigator")[0]
+    assert not nav.tools.get("fallback") and nav.tools["llm_attempts"] == 1
+    assert nav.parsed[0]["parent_ids"] == ["seed0"] and nav.parsed[0]["idea"] == "go deeper"
+    assert any("c9999" in problem for problem in nav.tools["plan_problems"])
+    assert any("plans[1].parent_ids" in problem for problem in nav.tools["plan_problems"])
+
+
 def test_phase_models_are_used_per_phase(toy_config):
     config = toy_config(
         search={"max_candidates": 2},

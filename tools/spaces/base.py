@@ -116,6 +116,19 @@ class EnumerableSpace(SearchSpace, Protocol):
         """A uniformly random candidate."""
 
 
+@runtime_checkable
+class AnswerReadingSpace(SearchSpace, Protocol):
+    """A space whose candidates can be recognised inside free text (an LLM answer).
+
+    Small models wrap a candidate in prose or in code of another language
+    (``return "nor_conv_3x3~0|+|..."``); such a space finds it there, and an answer with nothing
+    of its shape is retried with a message naming the expected form.
+    """
+
+    def candidates_in_answer(self, answer: str) -> list[str]:
+        """Candidate-shaped spans of ``answer`` in order (shape only: they may not validate)."""
+
+
 DEFAULT_CHECK_TASK = "archsmith.tools.tasks:check_candidate"
 
 

@@ -23,6 +23,7 @@ from archsmith.tools.spaces.nb201_grammar import (
     EDGES,
     OPS,
     Ops,
+    cells_in_text,
     format_cell,
     parse_cell,
     repair_ops,
@@ -278,6 +279,10 @@ class NB201Space:
         from archsmith.tools.spaces.nb201_net import NB201Net
 
         return NB201Net(self.ops(text), num_classes, plain=plain)
+
+    def candidates_in_answer(self, answer: str) -> list[str]:
+        """Cell strings written anywhere in an LLM answer (see :func:`archsmith.agents.answers.extract_candidate`)."""
+        return cells_in_text(answer)
 
     def describe(self) -> str:
         return _DESCRIPTION.format(ops=", ".join(OPS), seed=self._seeds[0])

@@ -37,6 +37,25 @@ def format_cell(ops: Sequence[str]) -> str:
     return "+".join(nodes)
 
 
+# A cell written anywhere in free text: node groups joined by '+', the first bar may be missing
+# (``nor_conv_3x3~0|+|...`` inside a string literal); whitespace is removed before matching.
+_EDGE_IN_TEXT = r"[A-Za-z0-9_]+~\d+\|"
+_CELL_IN_TEXT = re.compile(rf"\|?(?:{_EDGE_IN_TEXT})+(?:\+\|(?:{_EDGE_IN_TEXT})+)+")
+
+
+def cells_in_text(text: str) -> list[str]:
+    """Every cell-shaped span in ``text`` (an LLM answer), in order, each opened with '|'.
+
+    Shape only: a span may still name unknown operations or read the wrong nodes.
+    """
+    found = []
+    for line in text.splitlines():
+        for match in _CELL_IN_TEXT.finditer(re.sub(r"[ \t]+", "", line)):
+            cell = match.group(0)
+            found.append(cell if cell.startswith("|") else "|" + cell)
+    return found
+
+
 def _scan(text: str) -> list[tuple[int, list[tuple[str, int, int, int]]]]:
     """Nodes as (position, edges), each edge (op, source, op position, index position)."""
     name_re, index_re = re.compile(r"[A-Za-z0-9_]+"), re.compile(r"\d+")
