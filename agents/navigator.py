@@ -274,10 +274,10 @@ class Navigator(Agent):
             "pool": [
                 {"id": pid, "text": text, **_metrics(history, pid)} for pid, text in parents.items()
             ],
+            # Reasons only: given their ids, small models name discarded children as parents
+            # (42 of 59 navigator steps of an nb201 run with Qwen2.5-Coder-0.5B failed so).
             "recent_failures": [
-                f"{r['id']}: {r.get('discard_reason')}"
-                for r in history[-8:]
-                if r.get("status") == "discarded"
+                str(r.get("discard_reason")) for r in history[-8:] if r.get("status") == "discarded"
             ],
             "memory": state.get("memory", []) if self.settings.memory is not False else [],
         }

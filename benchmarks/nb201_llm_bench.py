@@ -42,11 +42,11 @@ from archsmith.tools.tabular import TabularSpec  # noqa: E402
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench201-cifar10.csv"
 
 
-def llm_config(runs_dir: Path, index: int, seed: int, budget: int) -> dict:
+def llm_config(runs_dir: Path, index: int, seed: int, budget: int, time_limit_s: float | None) -> dict:
     return {
         "name": f"nb201-llm-run{index}", "seed": seed, "runs_dir": str(runs_dir),
         "space": {"name": "nb201"},
-        "search": {"max_candidates": budget, "children_per_generation": 4, "top_k": 4},
+        "search": {"max_candidates": budget, "children_per_generation": 4, "top_k": 4, "time_limit_s": time_limit_s},
         "parallel": {"workers": 1},
         "phases": {"enabled": False},
         "workflow": {"min_layers": 1},
@@ -55,14 +55,26 @@ def llm_config(runs_dir: Path, index: int, seed: int, budget: int) -> dict:
     }  # fmt: skip
 
 
-def summarize(run_dir: Path, test_metric: str = "test_acc") -> dict:
-    """The best-valid architecture's test accuracy, evaluations, wall time (from the trace)."""
+def run_index(run_dir: Path) -> int:
+    """The run's index in the seed list, from its name (``...-nb201-llm-run<i>``)."""
+    return int(run_dir.name.rsplit("run", 1)[-1])
+
+
+def summarize(run_dir: Path, evaluations: int | None = None, test_metric: str = "test_acc") -> dict:
+    """The run's figures (best-valid architecture's test accuracy, evaluations, fallbacks, wall time
+    from the trace); with ``evaluations``, the best valid among its first that many evaluations
+    only, so that runs that got different numbers of evaluations compare at the same count."""
     history = load_history(RunPaths.existing(run_dir))
     valid = [r for r in history if r.get("status") == "valid"]
-    best = max(valid, key=lambda r: r["score"], default=None)
+    counted = valid[:evaluations] if evaluations is not None else valid
+    best = max(counted, key=lambda r: r["score"], default=None)
     steps = read_steps(run_dir / "trace.sqlite")
     fallback_children = {s.candidate_id for s in steps if s.role == "generator" and s.tools.get("fallback")}
-    return {"fallback_evaluations": sum(1 for r in valid if r["id"] in fallback_children),"run_dir": run_dir, "evaluations": len(valid), "children": len(history), "wall_s": trace_wall_s(steps),
+    stops = [s.decision for s in steps if s.role == "archive" and s.decision != "continue"]
+    return {"run_dir": run_dir, "index": run_index(run_dir), "evaluations": len(valid), "children": len(history),
+            "fallback_evaluations": sum(1 for r in valid if r["id"] in fallback_children),
+            "wall_s": trace_wall_s(steps), "stop": stops[-1] if stops else "stopped from outside (no stop rule fired)",
+            "at_evaluations": len(counted),
             "best_valid": best["score"] if best else None,
             "test_of_best_valid": (best.get("metrics") or {}).get(test_metric) if best else None,
             "steps": steps}  # fmt: skip
@@ -72,26 +84,41 @@ def print_run(summary: dict) -> None:
     test = summary["test_of_best_valid"]
     print(f"\n{summary['run_dir'].name}: {summary['evaluations']} evaluations ({summary['children']} children; "
           f"{summary['fallback_evaluations']} of the evaluations written by the Generator's algorithmic fallback), "
-          f"best valid {summary['best_valid']}, its test accuracy {test}, wall {summary['wall_s']:.0f} s")  # fmt: skip
+          f"best valid {summary['best_valid']}, its test accuracy {test}, wall {summary['wall_s']:.0f} s; "
+          f"stop: {summary['stop']}")  # fmt: skip
     print_llm_roles(summary["steps"], summary["wall_s"])
 
 
-def print_llm_mean(summaries: list[dict]) -> None:
-    tests = [s["test_of_best_valid"] for s in summaries if s["test_of_best_valid"] is not None]
-    if not tests:
-        print("\nLLM agents: no run with a valid architecture")
+def print_comparison(summaries: list[dict], table: Path, budget: int, seed: int) -> None:
+    """The LLM runs and rs / rea / algorithmic agents (same seeds) at the same number of evaluations:
+    the budget when every LLM run reached it, else the fewest evaluations an LLM run got."""
+    if not summaries:
+        print("\nno LLM run to compare")
         return
+    count = min(budget, *(s["evaluations"] for s in summaries))
+    if count == 0:
+        print("\nLLM agents: a run without any valid architecture; nothing to compare")
+        return
+    at_count = [summarize(s["run_dir"], count) for s in summaries]
+    tests = [s["test_of_best_valid"] for s in at_count]
     spread = statistics.pstdev(tests) if len(tests) > 1 else 0.0
-    evals = ", ".join(str(s["evaluations"]) for s in summaries)
-    print(f"\nLLM agents (Qwen2.5-Coder-0.5B navigator + generator): test of best valid "
-          f"{statistics.mean(tests):.2f} ± {spread:.2f} over {len(tests)} runs (evaluations per run: {evals})")  # fmt: skip
+    runs = 1 + max(s["index"] for s in summaries)
+    spec = BenchSpec(space="nb201", table=TabularSpec(path=str(table), dataset="cifar10"), budget=count,
+                     runs=runs, methods=["rs", "rea", "agents"], seed=seed)  # fmt: skip
+    print(f"\nAt {count} evaluations: baselines over seeds 0..{runs - 1} of --seed {seed} "
+          f"(algorithmic agents: the default policies):")
+    Console().print(render_table(run_bench(spec)))
+    indices = ", ".join(str(s["index"]) for s in summaries)
+    print(f"LLM agents (Qwen2.5-Coder-0.5B navigator + generator), runs {indices}: test of best valid "
+          f"{statistics.mean(tests):.2f} ± {spread:.2f} over {len(tests)} runs at {count} evaluations "
+          f"(evaluations each run got: {', '.join(str(s['evaluations']) for s in summaries)})")  # fmt: skip
 
 
-def report_existing(runs_dir: Path) -> int:
+def report_existing(runs_dir: Path, table: Path, budget: int, seed: int) -> int:
     summaries = [summarize(d) for d in sorted(runs_dir.iterdir()) if (d / "trace.sqlite").is_file()]
     for summary in summaries:
         print_run(summary)
-    print_llm_mean(summaries)
+    print_comparison(summaries, table, budget, seed)
     return 0
 
 
@@ -101,12 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--start", type=int, default=0, help="first run index (one run per session: --start 1 --runs 1)")
     parser.add_argument("--budget", type=int, default=100)
+    parser.add_argument("--time-limit", type=float, default=None, metavar="S",
+                        help="stop each LLM run after S seconds (search.time_limit_s); runs are then compared "
+                             "with the baselines at the fewest evaluations any run got")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs-dir", type=Path, default=Path("nb201-llm-runs"))
     parser.add_argument("--report", type=Path, help="print the tables for the run directories in this folder")
     args = parser.parse_args(argv)
     if args.report is not None:
-        return report_existing(args.report)
+        return report_existing(args.report, args.table, args.budget, args.seed)
     local_llm.prepare(["qwen-coder"])
     spec = BenchSpec(space="nb201", table=TabularSpec(path=str(args.table), dataset="cifar10"), budget=args.budget,
                      runs=args.start + args.runs, methods=["rs", "rea", "agents"], seed=args.seed)  # fmt: skip
@@ -114,16 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     summaries = []
     seeds = run_seeds(args.seed, args.start + args.runs)  # the baselines' seeds, run by run
     for index, seed in list(enumerate(seeds))[args.start :]:
-        started = time.perf_counter()
-        config = config_from_dict(llm_config(args.runs_dir, index, seed, args.budget))
+        config = config_from_dict(llm_config(args.runs_dir, index, seed, args.budget, args.time_limit))
         result = run(config, evaluator=ProblemEvaluator(problem))
         summary = summarize(result.run_dir)
-        summary["wall_s"] = time.perf_counter() - started
         summaries.append(summary)
         print_run(summary)
-    print("\nBaselines, same seeds and budget (algorithmic agents: the default policies):")
-    Console().print(render_table(run_bench(spec)))
-    print_llm_mean(summaries)
+    print_comparison(summaries, args.table, args.budget, args.seed)
     return 0
 
 
