@@ -7,7 +7,6 @@ is the only role with a memory across iterations (CoLLM-NAS), switchable in conf
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from archsmith.agents.answers import AnswerError, extract_json
@@ -104,7 +103,6 @@ class Navigator(Agent):
         step.generation = generation
         step.decision = f"{phase}: {len(plans)} children" + (f", base {base}" if base else "")
         step.parsed = plans
-        self.ctx.generation_started = time.time()
         memory = list(state.get("memory", []))
         if self.settings.memory is not False:
             memory.append(_memory_line(state.get("history", []), generation, phase))

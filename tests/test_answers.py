@@ -63,7 +63,7 @@ NB201_CELL = "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_
         f'```csharp\nclass A {{ string Cell() {{ return "{NB201_CELL[1:]}"; }} }}\n```',
         # the parent echoed first, then the child
         f"Parent: |none~0|+|none~0|none~1|+|none~0|none~1|none~2|\nChild:\n```\n{NB201_CELL}\n```",
-        f"```\n| nor_conv_1x1~0 |+| skip_connect~0 | avg_pool_3x3~1 |+| none~0 | nor_conv_3x3~1 | skip_connect~2 |\n```",
+        "```\n| nor_conv_1x1~0 |+| skip_connect~0 | avg_pool_3x3~1 |+| none~0 | nor_conv_3x3~1 | skip_connect~2 |\n```",
     ],
 )
 def test_a_space_finds_its_candidate_inside_the_answer(answer):

@@ -222,6 +222,25 @@ def test_time_limit_stops_the_run(toy_config):
     assert result.stop_reason.startswith("time limit")
 
 
+def test_time_limit_counts_the_navigators_own_time(toy_config, monkeypatch):
+    """An LLM Navigator can take half of a generation: its time counts toward time_limit_s."""
+    import time
+
+    from archsmith.agents.navigator import Navigator
+
+    planned = Navigator.algorithmic
+
+    def slow_plan(self, state, step):
+        time.sleep(1.0)
+        return planned(self, state, step)
+
+    monkeypatch.setattr(Navigator, "algorithmic", slow_plan)
+    config = toy_config(search={"max_candidates": 50, "time_limit_s": 0.9})
+    result = archsmith.run(config)
+    assert result.counts["generated"] == 1
+    assert result.stop_reason.startswith("time limit")
+
+
 def test_generator_memory_feeds_back_outcomes(toy_config):
     config = toy_config(
         search={"max_candidates": 2},
