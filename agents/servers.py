@@ -10,7 +10,9 @@ Presets:
 
 A server listens on a free loopback port, is started in its own process group, is waited for
 until its health URL answers (bounded), is restarted a bounded number of times if it dies, and is
-stopped (SIGTERM, then SIGKILL, to the whole group) when the run ends or is interrupted.
+stopped (SIGTERM, then SIGKILL, to the whole group) when the run ends or is interrupted. On Linux
+the kernel also sends it SIGTERM if the run's process dies without stopping it (killed, even with
+SIGKILL), so no server outlives its run.
 """
 
 from __future__ import annotations
@@ -94,6 +96,32 @@ def command_line(spec: ServerSpec, port: int, workdir: Path) -> list[str]:
             *spec.extra_args]
 
 
+# Run in the child before it becomes the server (exec keeps the PID and the setting): the kernel
+# sends SIGTERM when the process that started it dies, however it dies, so that a run killed with
+# SIGTERM or SIGKILL leaves no server behind. Exits if that process is already gone.
+_EXEC_WITH_PARENT_DEATH_SIGNAL = """\
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+    raise SystemExit("prctl(PR_SET_PDEATHSIG) failed: errno %d" % ctypes.get_errno())
+if os.getppid() != int(sys.argv[1]):
+    raise SystemExit("the run that started this server is gone")
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def dies_with_this_process(argv: list[str]) -> list[str]:
+    """``argv`` wrapped so that the server gets SIGTERM when this process dies (Linux; elsewhere
+    unchanged, and a run killed without cleanup can leave its server running).
+
+    The signal follows the thread that started the server, which is the thread inside
+    :func:`archsmith.run` for the whole life of the server.
+    """
+    if not sys.platform.startswith("linux"):
+        return argv
+    return [sys.executable, "-c", _EXEC_WITH_PARENT_DEATH_SIGNAL, str(os.getpid()), *argv]
+
+
 class ManagedServer:
     """One running server; use as a context manager or call start()/stop()."""
 
@@ -117,7 +145,7 @@ class ManagedServer:
         argv = command_line(self.spec, self.port, self.workdir)
         with open(self.log_file, "ab") as log:
             try:
-                self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                self.process = subprocess.Popen(dies_with_this_process(argv), stdout=log, stderr=subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as error:
                 raise ServerError(f"cannot start {argv[0]!r}: {error.strerror or error}") from None

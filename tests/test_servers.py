@@ -52,6 +52,47 @@ def test_start_restart_and_stop_the_whole_group(tmp_path):
     assert server.process is None
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_a_server_dies_with_a_run_killed_without_cleanup(tmp_path):
+    """SIGKILL gives the run no chance to stop its server: the kernel's parent-death signal does."""
+    import signal
+    import subprocess
+    import time
+
+    owner = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "sys.path.insert(0, sys.argv[1])\n"
+         "from test_servers import tiny_spec\n"
+         "from archsmith.agents.servers import ManagedServer\n"
+         "server = ManagedServer(tiny_spec(), sys.argv[2]).start()\n"
+         "print(server.process.pid, flush=True)\n"
+         "time.sleep(120)\n",
+         str(Path(__file__).parent), str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        server_pid = int(owner.stdout.readline())  # type: ignore[union-attr]
+
+        def alive() -> bool:  # a zombie nobody reaps (no init in a container) counts as gone
+            try:
+                return Path(f"/proc/{server_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            except (FileNotFoundError, ProcessLookupError):
+                return False
+
+        assert alive()  # serving
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and alive():
+            time.sleep(0.1)
+        if alive():
+            os.kill(server_pid, signal.SIGKILL)
+            pytest.fail("the server outlived the run that started it")
+    finally:
+        owner.kill()
+
+
 def test_a_server_that_never_answers_is_reported(tmp_path):
     spec = ServerSpec(preset="command", command=(sys.executable, "-c", "import time; time.sleep(60)"),
                       startup_timeout_s=2)
