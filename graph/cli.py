@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -80,12 +84,30 @@ def run(
         console.print(f"run directory: {run_dir}")
 
     try:
-        with _user_errors():
+        with _user_errors(), _terminate_as_interrupt():
             result = _with_progress(cfg.search.max_candidates, 0,
                                     lambda cb: run_search(cfg, on_record=cb, on_start=announce))
     except KeyboardInterrupt:
         _interrupted(started[0] if started else None)
     _print_result(result)
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a batch scheduler's time limit) stops a search as Ctrl-C does: the run's
+    LLM servers and sandbox are stopped, the checkpoint stays resumable and the exit code is 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupted(run_dir: Path | None) -> None:
@@ -105,7 +127,7 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="The run directory (runs
         cfg = load_config(paths.config)
     done = summarize_counts(load_history(paths))["valid"]
     try:
-        with _user_errors():
+        with _user_errors(), _terminate_as_interrupt():
             result = _with_progress(cfg.search.max_candidates, done, lambda cb: resume_search(run_dir, on_record=cb))
     except KeyboardInterrupt:
         _interrupted(run_dir)

@@ -58,13 +58,22 @@ def test_check_passes_and_fails_with_exit_codes(toy_registered):
     assert too_big.exit_code == 1 and "params" in too_big.output
 
 
-def test_interrupted_run_says_how_to_resume(tmp_path, toy_registered, monkeypatch):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupted_run_says_how_to_resume(tmp_path, toy_registered, monkeypatch, how):
+    import os
+    import signal
+    import time
+
     import archsmith.graph.run as run_module
 
     real_run = run_module.run
 
     def interrupted_run(config, **kwargs):
         def stop(record):
+            if how == "sigterm":  # `kill PID`, or a batch scheduler's time limit; unhandled, it ends pytest
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(10)  # the handler raises before this returns
+                pytest.fail("SIGTERM did not interrupt the run")
             raise KeyboardInterrupt
 
         return real_run(config, **{**kwargs, "on_record": stop})
