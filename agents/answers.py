@@ -77,6 +77,8 @@ def extract_json(answer: str) -> dict[str, Any]:
         last_error = f"expected a JSON object, got {type(value).__name__}"
     if last_error.startswith("invalid JSON") and _answer_is_complete(answer):
         repaired = json_repair.loads(candidates[0])
+        if isinstance(repaired, list):  # objects one after another: the first that has content
+            repaired = next((value for value in repaired if isinstance(value, dict) and value), None)
         if isinstance(repaired, dict) and repaired:
             return repaired
     raise AnswerError(last_error)

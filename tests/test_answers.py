@@ -46,6 +46,13 @@ def test_complete_but_broken_json_is_repaired():
     assert extract_json(answer) == {"plans": [{"parent_ids": ["c0007"], "operator": "edge", "idea": "x"}]}
 
 
+def test_objects_one_after_another_give_the_first():
+    # Qwen2.5-Coder-0.5B closed "plans" after one plan and went on with bare plan objects.
+    plan = '{"parent_ids": ["c0002"], "operator": "edge", "idea": "x"}'
+    answer = f'```json\n{{"plans": [{plan}],\n{plan}],\n{plan}}}\n```'
+    assert extract_json(answer)["plans"] == [{"parent_ids": ["c0002"], "operator": "edge", "idea": "x"}]
+
+
 def test_json_cut_off_inside_is_not_repaired():
     with pytest.raises(AnswerError, match="invalid JSON"):
         extract_json('```json\n{"plans": [{"parent_ids": ["c1"]}, {"idea": "use dep')
