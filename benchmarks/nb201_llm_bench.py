@@ -13,7 +13,9 @@ bench``: the budget is distinct architectures evaluated. Run directories are kep
 Printed: per LLM run the table's test accuracy of the best-valid architecture found, the
 evaluations it took, wall time and the share of it spent waiting on the LLM per role; then the
 mean ± std over the LLM runs beside rs, rea and the algorithmic agents for the same seeds and budget.
-On 2 CPU cores an LLM child takes about a minute: 100 evaluations are 1-2 hours a run.
+On 2 CPU cores a 20-minute run (``--time-limit 1200``) reached 20-28 evaluations (2026-11-23):
+most children of the 0.5B model copy their parent or break the cell grammar, so later evaluations
+cost minutes each and 100 are out of reach there.
 """
 
 from __future__ import annotations
