@@ -61,24 +61,26 @@ def run_index(run_dir: Path) -> int:
     return int(run_dir.name.rsplit("run", 1)[-1])
 
 
-def summarize(run_dir: Path, evaluations: int | None = None, test_metric: str = "test_acc") -> dict:
-    """The run's figures (best-valid architecture's test accuracy, evaluations, fallbacks, wall time
-    from the trace); with ``evaluations``, the best valid among its first that many evaluations
-    only, so that runs that got different numbers of evaluations compare at the same count."""
+def best_valid(valid: list[dict], evaluations: int | None = None, test_metric: str = "test_acc") -> tuple:
+    """(score, test accuracy) of the best valid record, among the first ``evaluations`` only when
+    given, so that runs that got different numbers of evaluations compare at the same count."""
+    best = max(valid[:evaluations], key=lambda r: r["score"], default=None)
+    return (best["score"], (best.get("metrics") or {}).get(test_metric)) if best else (None, None)
+
+
+def summarize(run_dir: Path) -> dict:
+    """The run's figures: best-valid architecture and its test accuracy, evaluations, fallbacks,
+    stop reason, wall time from the trace."""
     history = load_history(RunPaths.existing(run_dir))
     valid = [r for r in history if r.get("status") == "valid"]
-    counted = valid[:evaluations] if evaluations is not None else valid
-    best = max(counted, key=lambda r: r["score"], default=None)
     steps = read_steps(run_dir / "trace.sqlite")
     fallback_children = {s.candidate_id for s in steps if s.role == "generator" and s.tools.get("fallback")}
     stops = [s.decision for s in steps if s.role == "archive" and s.decision != "continue"]
-    return {"run_dir": run_dir, "index": run_index(run_dir), "evaluations": len(valid), "children": len(history),
-            "fallback_evaluations": sum(1 for r in valid if r["id"] in fallback_children),
+    score, test = best_valid(valid)
+    return {"run_dir": run_dir, "index": run_index(run_dir), "valid": valid, "evaluations": len(valid),
+            "children": len(history), "fallback_evaluations": sum(1 for r in valid if r["id"] in fallback_children),
             "wall_s": trace_wall_s(steps), "stop": stops[-1] if stops else "stopped from outside (no stop rule fired)",
-            "at_evaluations": len(counted),
-            "best_valid": best["score"] if best else None,
-            "test_of_best_valid": (best.get("metrics") or {}).get(test_metric) if best else None,
-            "steps": steps}  # fmt: skip
+            "best_valid": score, "test_of_best_valid": test, "steps": steps}  # fmt: skip
 
 
 def print_run(summary: dict) -> None:
@@ -100,8 +102,7 @@ def print_comparison(summaries: list[dict], table: Path, budget: int, seed: int)
     if count == 0:
         print("\nLLM agents: a run without any valid architecture; nothing to compare")
         return
-    at_count = [summarize(s["run_dir"], count) for s in summaries]
-    tests = [s["test_of_best_valid"] for s in at_count]
+    tests = [best_valid(s["valid"], count)[1] for s in summaries]
     spread = statistics.pstdev(tests) if len(tests) > 1 else 0.0
     runs = 1 + max(s["index"] for s in summaries)
     spec = BenchSpec(space="nb201", table=TabularSpec(path=str(table), dataset="cifar10"), budget=count,
