@@ -21,6 +21,16 @@ class AnswerError(ValueError):
     """An answer that cannot be used: empty, truncated, garbled or of the wrong shape."""
 
 
+class AnswerRejected(AnswerError):
+    """A well-formed answer that the role's own checks refuse (a child identical to its parent,
+    one already proposed). ``value`` is what was read, for a caller that still wants it when the
+    re-asks run out."""
+
+    def __init__(self, problem: str, value: object) -> None:
+        super().__init__(problem)
+        self.value = value
+
+
 def extract_fenced(answer: str, languages: tuple[str, ...] = ()) -> str:
     """The content of the last fenced block (preferring one tagged with ``languages``).
 

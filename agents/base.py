@@ -35,10 +35,11 @@ _AGENTS: dict[str, type[Agent]] = {}
 class NoUsableAnswer(RuntimeError):
     """The llm policy's model gave no usable answer within its retries (raised by ask_llm)."""
 
-    def __init__(self, role: str, failures: int, kinds: list[str]) -> None:
+    def __init__(self, role: str, failures: int, kinds: list[str], last_rejected: Any = None) -> None:
         self.role = role
         self.failures = failures
         self.kinds = kinds
+        self.last_rejected = last_rejected  # the last answer's value that the role's checks refused
         summary = ", ".join(dict.fromkeys(kinds)) or "no answer"
         super().__init__(f"{role}: no usable LLM answer after {failures} failures ({summary})")
 
@@ -207,7 +208,7 @@ class Agent:
             step.tools.setdefault("llm_errors", []).extend(traced["errors"])
         if result is None:
             step.error = f"no usable LLM answer after {exchange.failures} failures"
-            raise NoUsableAnswer(self.role, exchange.failures, exchange.kinds())
+            raise NoUsableAnswer(self.role, exchange.failures, exchange.kinds(), exchange.last_rejected)
         return result
 
 

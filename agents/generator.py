@@ -8,11 +8,14 @@ policy's mutations do not use them.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
-from archsmith.agents.base import Agent, register_agent
+from archsmith.agents.answers import AnswerRejected
+from archsmith.agents.base import Agent, NoUsableAnswer, register_agent
 from archsmith.agents.navigator import SAMPLE
-from archsmith.agents.selection import rng_for
+from archsmith.agents.selection import DUPLICATE_PREFIX, rng_for
+from archsmith.agents.verifier import IDENTICAL_TO_PARENT, structure_problem
 from archsmith.graph.state import ChildState, Strategy
 from archsmith.graph.trace import StepRecord
 
@@ -80,13 +83,56 @@ class Generator(Agent):
             "feedback": strategy.get("feedback", []),
         }
         step.inputs = {k: v for k, v in variables.items() if k != "space_rules"}
-        text = self.ask_llm("mutate", variables, self.read_candidate, step, model=strategy.get("model"))
+        read = self._read_new_child(strategy) if self.ctx.config.workflow.reask_on_structure else self.read_candidate
+        try:
+            text = self.ask_llm("mutate", variables, read, step, model=strategy.get("model"))
+        except NoUsableAnswer as nothing:
+            if nothing.last_rejected is None:
+                raise
+            # The re-asks are spent and the last well-formed child still fails the structural
+            # check: it goes to the Verifier, which discards it (stage "structure"), as it would
+            # without re-asks; no algorithmic child stands in for the model's.
+            text = nothing.last_rejected
+            step.error = None
+            step.parsed = text
+            step.decision = f"child written; refused by the structural check {_refusals(step)} times"
+            return {"text": text, "notes": [f"generator: {step.decision}"]}
         step.parsed = text
-        step.decision = "child written"
+        refusals = _refusals(step)
+        step.decision = "child written" + (f" after {refusals} structural re-asks" if refusals else "")
         return {"text": text, "notes": ["generator: wrote a child"]}
+
+    def _read_new_child(self, strategy: Strategy) -> Callable[[str], str]:
+        """Read the answer's child and put it through the Verifier's structural check at once, so
+        that a child identical to its parent or already proposed is re-asked in the same
+        conversation (FairNAD: discarded, "and the generation process is repeated with a new
+        prompt") instead of costing a whole child. Invalid texts pass: they are the Debugger's."""
+
+        def read(answer: str) -> str:
+            text = self.read_candidate(answer)
+            if not self.ctx.space.validate(text).ok:
+                return text
+            problem = structure_problem(self.ctx, text, strategy["parent_texts"], self.ctx.archive.owner)
+            if problem is None:
+                return text
+            if problem == IDENTICAL_TO_PARENT:
+                advice = "the child is identical to its parent: make the change asked for"
+            elif problem.startswith(DUPLICATE_PREFIX):
+                advice = f"the child is a {problem}, an architecture already proposed: write one not tried yet"
+            else:
+                advice = f"the child has {problem}: write a deeper one"
+            raise AnswerRejected(advice, text)
+
+        return read
 
     def no_answer(self, state: ChildState, step: StepRecord) -> dict[str, Any]:
         """fallback = "none": no child; the verifier discards it and the run goes on."""
         step.parsed = None
         step.decision = "no usable child"
         return {"text": None, "notes": ["generator: no usable answer"]}
+
+
+
+def _refusals(step: StepRecord) -> int:
+    """Answers of this step that the structural check refused (failure kind "rejected")."""
+    return sum(1 for error in step.tools.get("llm_errors", []) if error.get("kind") == "rejected")

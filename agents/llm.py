@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from archsmith.agents.answers import AnswerError
+from archsmith.agents.answers import AnswerError, AnswerRejected
 from archsmith.agents.prompts import PromptLoader
 from archsmith.graph.config import LLMSettings
 from archsmith.graph.trace import PromptRecord
@@ -48,6 +48,7 @@ FailureKind = Literal[
     "empty",  # the model answered nothing
     "truncated",  # cut off (max_tokens reached, an unclosed ``` block, an unclosed JSON object)
     "unparseable",  # an answer in the wrong shape
+    "rejected",  # well-formed, but refused by the role's own checks (e.g. a child equal to its parent)
 ]
 ENDPOINT_RETRIED: frozenset[str] = frozenset(
     {"connection", "timeout", "rate_limited", "server_error", "malformed", "error"}
@@ -288,6 +289,7 @@ class LLMExchange:
     attempts: int = 0
     wait_s: float = 0.0  # waiting for the model
     backoff_s: float = 0.0  # sleeping between retries
+    last_rejected: Any = None  # what the last refused answer read as (AnswerRejected.value)
 
     @property
     def failures(self) -> int:
@@ -374,7 +376,12 @@ def ask(
             problem = str(error)
             if finish == "length":
                 problem += " (the answer hit the max_tokens limit: keep it shorter)"
-            exchange.errors.append(LLMFailure(classify_answer(answer, problem, finish), problem, attempt))
+            if isinstance(error, AnswerRejected):
+                kind: FailureKind = "rejected"
+                exchange.last_rejected = error.value
+            else:
+                kind = classify_answer(answer, problem, finish)
+            exchange.errors.append(LLMFailure(kind, problem, attempt))
             answer_failures += 1
             if answer_failures > policy.max_retries:
                 break

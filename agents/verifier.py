@@ -9,14 +9,20 @@ execution (in the sandbox: build, forward, backward, output shape, finite values
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from archsmith.agents.base import Agent, register_agent
+from archsmith.agents.selection import DUPLICATE_PREFIX
 from archsmith.graph.config import BudgetConfig
 from archsmith.graph.state import ChildState, Verdict
 from archsmith.graph.trace import StepRecord
 from archsmith.tools.spaces import check_task
 
+if TYPE_CHECKING:  # pragma: no cover
+    from archsmith.graph.context import RunContext
+
+IDENTICAL_TO_PARENT = "identical to its parent"
 
 
 def budget_violations(budget: BudgetConfig, params: int | None, flops: int | None) -> list[str]:
@@ -27,6 +33,27 @@ def budget_violations(budget: BudgetConfig, params: int | None, flops: int | Non
     if budget.flops_m is not None and flops is not None and flops > budget.flops_m * 1e6:
         over.append(f"FLOPs {flops / 1e6:.1f} M > {budget.flops_m} M")
     return over
+
+
+def structure_problem(
+    ctx: RunContext, text: str, parent_texts: list[str], owner_of: Callable[[str], str | None]
+) -> str | None:
+    """The structural check on a valid text, in words (None: it passes): changed vs its parents,
+    deep enough where the text tells the depth, not a duplicate.
+
+    ``owner_of`` maps the canonical form to the candidate that already holds it: the Verifier
+    claims the form (``archive.claim``), the Generator only looks (``archive.owner``) so that it
+    can re-ask its model in the same conversation before the child reaches the Verifier.
+    """
+    space = ctx.space
+    canonical = space.canonical(text)
+    if canonical in {space.canonical(p) for p in parent_texts if space.validate(p).ok}:
+        return IDENTICAL_TO_PARENT
+    depth = space.depth(text)  # None: counted when the candidate runs
+    if depth is not None and depth < ctx.config.workflow.min_layers:
+        return f"only {depth} layers (< {ctx.config.workflow.min_layers})"
+    owner = owner_of(canonical)
+    return f"{DUPLICATE_PREFIX} {owner}" if owner is not None else None
 
 
 @register_agent("verifier")
@@ -61,18 +88,12 @@ class Verifier(Agent):
         if not validation.ok:
             return fails("validate", validation.summary(), error_type="InvalidStructure")
 
-        canonical = space.canonical(text)
-        parents = {space.canonical(p) for p in strategy.get("parent_texts", []) if space.validate(p).ok}
-        if canonical in parents:
-            return Verdict(route="discard", stage="structure", reason="identical to its parent")
+        candidate = strategy["candidate_id"]
+        problem = structure_problem(self.ctx, text, strategy.get("parent_texts", []),
+                                    lambda canonical: self.ctx.archive.claim(canonical, candidate))
+        if problem:
+            return Verdict(route="discard", stage="structure", reason=problem)
         depth = space.depth(text)  # None: counted when the candidate runs
-        if depth is not None and depth < workflow.min_layers:
-            return Verdict(
-                route="discard", stage="structure", reason=f"only {depth} layers (< {workflow.min_layers})"
-            )
-        owner = self.ctx.archive.claim(canonical, strategy["candidate_id"])
-        if owner is not None:
-            return Verdict(route="discard", stage="structure", reason=f"duplicate of {owner}")
 
         if self.ctx.evaluator.needs_execution:
             previous = state.get("verdict") or {}

@@ -11,7 +11,7 @@ MACs) and structure. Every child counts: ``max_children`` = ``max_candidates`` =
 Printed (as FairNAD Table 3): the pass rate (valid / generated) with the whole feedback loop, and
 what it would have been without execution repair (children the Debugger saved count as failures),
 without budget repair (children the Downscaler saved count as failures) and how many children the
-structural check rejected; the number of Debugger and Downscaler calls; wall time; per role the
+structural check rejected (and how many Generator answers it refused and had re-asked first); the number of Debugger and Downscaler calls; wall time; per role the
 LLM steps, tokens in/out, LLM wait, output tokens per second and the share of wall time waiting. The "without" rates are counterfactual from the same run, not separate runs.
 """
 
@@ -102,7 +102,11 @@ def report(run_dir: Path, history: list[dict], elapsed_s: float) -> None:
     print(f"| all (execution repair + budget repair + structural check) | {rate(len(valid))} |")
     print(f"| without execution repair | {rate(sum(1 for r in valid if not r.get('debug_repairs')))} |")
     print(f"| without budget repair | {rate(sum(1 for r in valid if not r.get('downscale_repairs')))} |")
-    print(f"\nrejected by the structural check: {stages.get('structure', 0)}; discards per stage: {dict(stages)}")
+    refusals = Counter(step.candidate_id for step in steps if step.role == "generator"
+                       for error in step.tools.get("llm_errors", []) if error.get("kind") == "rejected")
+    print(f"\nrejected by the structural check: {stages.get('structure', 0)} children discarded by the "
+          f"Verifier; {sum(refusals.values())} Generator answers refused and re-asked first (in "
+          f"{len(refusals)} children; workflow.reask_on_structure); discards per stage: {dict(stages)}")
     print(f"debugger calls: {calls['debugger']}, downscaler calls: {calls['downscaler']}")
     print(f"wall time: {elapsed_s:.0f} s")
     print_llm_roles(steps, elapsed_s)

@@ -186,6 +186,13 @@ class WorkflowConfig(_Section):
     max_debug: int = Field(2, ge=0)
     max_downscale: int = Field(4, ge=0)
     min_layers: int = Field(2, ge=1, description="Structural check: a child must be this deep.")
+    reask_on_structure: bool = Field(
+        True,
+        description="The llm Generator puts its child through the structural check (changed vs its "
+        "parent, deep enough, not a duplicate) and re-asks its model in the same conversation with "
+        "what was wrong (within roles.generator.llm.max_retries), as FairNAD repeats generation with "
+        "a new prompt; false: such a child goes to the Verifier, which discards it.",
+    )
 
     @field_validator("pipeline")
     @classmethod

@@ -185,7 +185,9 @@ def test_unchanged_and_one_layer_children_are_rejected(code_config):
                  "        super().__init__()\n        self.fc = nn.Linear(3, num_classes)\n\n"
                  "    def forward(self, x):\n        return self.fc(x.mean((2, 3)))\n")
     unchanged = "# a comment the model added\n" + BASE
-    config = code_config(roles=llm_roles("generator"), search={"max_candidates": 2, "max_children": 2})
+    # The Verifier's own check: the Generator hands the children over without re-asking.
+    config = code_config(roles=llm_roles("generator"), search={"max_candidates": 2, "max_children": 2},
+                         workflow={"reask_on_structure": False})
     result = archsmith.run(config, chat_models={"generator": fake(block(unchanged), block(one_layer))})
     reasons = [r["discard_reason"] for r in result.history]
     assert reasons[0] == "identical to its parent"

@@ -58,6 +58,53 @@ def test_llm_generator_valid_child(toy_config):
     assert generator_step.answers == [block("C8,C24")]
 
 
+def test_generator_is_reasked_when_its_child_equals_the_parent(toy_config):
+    config = toy_config(search={"max_candidates": 1}, roles={"generator": {"policy": "llm"}})
+    result = archsmith.run(config, chat_models={"generator": fake(block("C8,C16"), block("C8,C40"))})
+    (record,) = result.history  # one child: the refused answer cost no child of its own
+    assert record["status"] == "valid" and record["text"] == "C8,C40"
+    (generator_step,) = steps_of(result, role="generator")
+    assert [e["kind"] for e in generator_step.tools["llm_errors"]] == ["rejected"]
+    assert "identical to its parent" in generator_step.prompts[2].text  # the re-ask says why
+    assert generator_step.decision == "child written after 1 structural re-asks"
+    assert "fallback" not in generator_step.tools
+
+
+def test_generator_reask_names_the_candidate_a_duplicate_repeats(toy_config):
+    # Two children of the seed in one generation; the second repeats the first.
+    config = toy_config(search={"max_candidates": 2, "children_per_generation": 2},
+                        roles={"generator": {"policy": "llm"}})
+    answers = fake(block("C8,C24"), block("C8,C24"), block("C16,C16"))
+    result = archsmith.run(config, chat_models={"generator": answers})
+    assert [r["text"] for r in result.history] == ["C8,C24", "C16,C16"]
+    second = steps_of(result, role="generator")[1]
+    first_id = result.history[0]["id"]
+    assert f"duplicate of {first_id}" in second.prompts[2].text
+
+
+def test_a_child_still_refused_after_the_reasks_goes_to_the_verifier(toy_config):
+    config = toy_config(search={"max_candidates": 1, "max_children": 1},
+                        roles={"generator": {"policy": "llm", "llm": {"max_retries": 1}}})
+    result = archsmith.run(config, chat_models={"generator": fake(block("C8,C16"), block("C8, C16"))})
+    (record,) = result.history
+    # No algorithmic child stands in: the model's child is discarded as before the re-asks.
+    assert record["status"] == "discarded" and record["discard_stage"] == "structure"
+    assert record["discard_reason"] == "identical to its parent"
+    (generator_step,) = steps_of(result, role="generator")
+    assert "fallback" not in generator_step.tools and generator_step.error is None
+    assert generator_step.decision == "child written; refused by the structural check 2 times"
+
+
+def test_structural_reasks_can_be_switched_off(toy_config):
+    config = toy_config(search={"max_candidates": 1, "max_children": 1},
+                        roles={"generator": {"policy": "llm"}}, workflow={"reask_on_structure": False})
+    result = archsmith.run(config, chat_models={"generator": fake(block("C8,C16"))})
+    (record,) = result.history
+    assert record["discard_reason"] == "identical to its parent"
+    (generator_step,) = steps_of(result, role="generator")
+    assert len(generator_step.answers) == 1
+
+
 def test_debugger_repairs_a_child_that_fails_to_run(toy_config):
     config = toy_config(
         search={"max_candidates": 1},
