@@ -7,6 +7,7 @@ from typing import Any
 from archsmith.agents.base import RepairAgent, register_agent
 from archsmith.graph.state import ChildState
 from archsmith.graph.trace import StepRecord
+from archsmith.tools.spaces.base import ParentRepairingSpace
 
 
 @register_agent("debugger")
@@ -36,6 +37,10 @@ class Debugger(RepairAgent):
         text = state.get("text") or ""
         step.inputs = {"text": text, "error": reason}
         fixed = self.ctx.space.repair(text, f"{reason}\n{traceback}")
+        parent = (state["strategy"].get("parent_texts") or [None])[0]
+        if fixed is None and parent and isinstance(self.ctx.space, ParentRepairingSpace):
+            fixed = self.ctx.space.repair_from_parent(text, parent)
+            step.tools["repair"] = "from the parent" if fixed else "none found, from the parent neither"
         return self.revised(state, step, self._accepted(state, step, fixed))
 
     def llm(self, state: ChildState, step: StepRecord) -> dict[str, Any]:

@@ -52,7 +52,9 @@ def llm_config(runs_dir: Path, index: int, seed: int, budget: int, time_limit_s:
         "phases": {"enabled": False},
         "workflow": {"min_layers": 1},
         "roles": {"navigator": {"policy": "llm", "memory": True, "llm": role_llm(512, temperature=0.7)},
-                  "generator": {"policy": "llm", "memory": False, "llm": role_llm(512, temperature=0.7)}},
+                  # Two re-asks (the product default) for a child its structural check refuses.
+                  "generator": {"policy": "llm", "memory": False,
+                                "llm": {**role_llm(512, temperature=0.7), "max_retries": 2}}},
     }  # fmt: skip
 
 

@@ -228,6 +228,24 @@ def test_repair(space: NB201Space) -> None:
     assert space.repair("no cell here", "") is None
 
 
+def test_repair_from_parent_keeps_the_childs_edges_and_fills_the_rest(space: NB201Space) -> None:
+    parent = "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
+    # A change of edge (1,0) with edge (2,0) left out: the change is kept, (2,0) is the parent's.
+    dropped = "|skip_connect~0|+|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
+    assert space.repair(dropped, "") is None  # five edges: the plain repair cannot tell which is missing
+    fixed = space.repair_from_parent(dropped, parent)
+    assert fixed == "|skip_connect~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
+    # Sources a node cannot read and unknown names leave the parent's edge; the first of two wins.
+    messy = "|sandwich~0|+|skip_connect~2|nor_conv_3x3~0|none~0|\n|ignored~0|+|more~1|"
+    assert space.repair_from_parent(messy, parent) == (
+        "|nor_conv_1x1~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|")
+    assert space.validate(space.repair_from_parent("|avg_pool_3x3~0|", parent)).ok  # one node written
+    assert space.repair_from_parent("|a~0|+|b~0|c~1|+|d~0|+|e~0|", parent) is None  # four nodes
+    assert space.repair_from_parent("|sandwich~0|+|skip_connect~5|", parent) is None  # nothing readable
+    assert space.repair_from_parent("no cell here", parent) is None
+    assert space.repair_from_parent(dropped, "not a cell") is None
+
+
 @pytest.mark.parametrize("factor", [0.9, 0.6, 0.3])
 def test_shrink_lowers_params(space: NB201Space, factor: float) -> None:
     full = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -256,3 +274,23 @@ def test_describe_and_seeds(space: NB201Space) -> None:
         assert words in text
     assert len(space.initial()) >= 2
     assert all(space.validate(seed).ok and space.has_path(seed) for seed in space.initial())
+
+
+def test_algorithmic_debugger_repairs_from_the_parent_when_plain_repair_fails(space: NB201Space) -> None:
+    from types import SimpleNamespace
+
+    from archsmith.agents.debugger import Debugger
+    from archsmith.graph.config import config_from_dict
+
+    recorded = []
+    ctx = SimpleNamespace(config=config_from_dict({"space": {"name": "nb201"}}), space=space,
+                          trace=SimpleNamespace(record=recorded.append))
+    parent = "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
+    state = {"text": "|skip_connect~0|+|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|",
+             "strategy": {"candidate_id": "c0002", "parent_texts": [parent]},
+             "verdict": {"reason": "syntax: node 2 has 2 edge(s) (from nodes 0,1), found 1"}}
+    update = Debugger(ctx)(state)
+    assert update["text"] == "|skip_connect~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
+    assert update["repairs"] == ["debugger"]
+    [step] = recorded
+    assert step.tools["repair"] == "from the parent" and step.decision == "repaired"

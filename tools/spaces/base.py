@@ -129,6 +129,20 @@ class AnswerReadingSpace(SearchSpace, Protocol):
         """Candidate-shaped spans of ``answer`` in order (shape only: they may not validate)."""
 
 
+@runtime_checkable
+class ParentRepairingSpace(SearchSpace, Protocol):
+    """A space that can repair a broken child from what it changed in its parent.
+
+    Small models often drop or garble part of a child while changing another part (an NB201 cell
+    with one edge left out); :meth:`SearchSpace.repair` cannot know what was meant, but the parent
+    can: what the child leaves out or garbles is taken from the parent. The algorithmic Debugger
+    tries it when ``repair`` finds nothing.
+    """
+
+    def repair_from_parent(self, text: str, parent: str) -> str | None:
+        """The child's readable parts over its (valid) parent's, or None when nothing is readable."""
+
+
 DEFAULT_CHECK_TASK = "archsmith.tools.tasks:check_candidate"
 
 

@@ -25,6 +25,7 @@ from archsmith.tools.spaces.nb201_grammar import (
     Ops,
     cells_in_text,
     format_cell,
+    ops_over_parent,
     parse_cell,
     repair_ops,
 )
@@ -236,6 +237,18 @@ class NB201Space:
         edge of a node reads node i), six edges in wrongly sized nodes regrouped 1+2+3. None
         when a name matches no operation or there are not six edges."""
         ops = repair_ops(text)
+        return format_cell(ops) if ops is not None else None
+
+    def repair_from_parent(self, text: str, parent: str) -> str | None:
+        """The edges the child writes readably (a known operation, ``~source`` its node can read)
+        placed over its parent's six; an edge it leaves out or garbles stays the parent's. The 0.5B
+        models drop an edge while changing another (``|skip_connect~0|+|avg_pool_3x3~1|+|...``):
+        the change they made is kept. None when the parent does not validate, the child has more
+        than three nodes, or no edge of it is readable."""
+        parent_ops, issues = parse_cell(parent)
+        if issues:
+            return None
+        ops = ops_over_parent(text, parent_ops)
         return format_cell(ops) if ops is not None else None
 
     def shrink(self, text: str, factor: float, rng: random.Random) -> Mutation:

@@ -186,3 +186,31 @@ def repair_ops(text: str) -> Ops | None:
             ordered = node  # wrong or missing indices: the i-th edge reads node i
         ops.extend(op for op, _ in ordered)
     return tuple(ops)
+
+
+def ops_over_parent(text: str, parent: Ops) -> Ops | None:
+    """The child's edges placed over its parent's (see :meth:`NB201Space.repair_from_parent`).
+
+    The first line of ``text`` that has bars is read loosely, node by node ('+' separated); an
+    edge written as a known operation with a source its node can read (``op~s``, s < node) takes
+    that slot, the first time; everything else (an edge left out, a source out of range, a name
+    of no operation) leaves the parent's edge in place. None when the text has more than three
+    nodes (which is which cannot be told) or no usable edge at all.
+    """
+    line = next((line for line in text.splitlines() if "|" in line), "")
+    first, last = line.find("|"), line.rfind("|")
+    if first == -1 or last <= first:
+        return None
+    groups = line[first : last + 1].split("+")
+    if len(groups) > 3:
+        return None
+    slots: dict[tuple[int, int], str] = {}
+    for target, group in enumerate(groups, start=1):
+        for token in (t for t in group.split("|") if t.strip()):
+            match = re.fullmatch(r"\s*(.*?)\s*~\s*(\d+)\s*", token)
+            op = closest_op(match.group(1)) if match else None
+            if op is not None and int(match.group(2)) < target:  # type: ignore[union-attr]
+                slots.setdefault((target, int(match.group(2))), op)  # type: ignore[union-attr]
+    if not slots:
+        return None
+    return tuple(slots.get(edge, parent_op) for edge, parent_op in zip(EDGES, parent))
