@@ -108,11 +108,15 @@ class Generator(Agent):
         conversation (FairNAD: discarded, "and the generation process is repeated with a new
         prompt") instead of costing a whole child. Invalid texts pass: they are the Debugger's."""
 
+        def other_owner(canonical: str) -> str | None:  # a resumed child may have claimed its own form
+            owner = self.ctx.archive.owner(canonical)
+            return owner if owner != strategy["candidate_id"] else None
+
         def read(answer: str) -> str:
             text = self.read_candidate(answer)
             if not self.ctx.space.validate(text).ok:
                 return text
-            problem = structure_problem(self.ctx, text, strategy["parent_texts"], self.ctx.archive.owner)
+            problem = structure_problem(self.ctx, text, strategy["parent_texts"], other_owner)
             if problem is None:
                 return text
             if problem == IDENTICAL_TO_PARENT:
@@ -130,7 +134,6 @@ class Generator(Agent):
         step.parsed = None
         step.decision = "no usable child"
         return {"text": None, "notes": ["generator: no usable answer"]}
-
 
 
 def _refusals(step: StepRecord) -> int:
