@@ -116,24 +116,20 @@ def report(run_dir: Path, history: list[dict], elapsed_s: float) -> None:
 
 
 def print_llm_roles(steps: list, elapsed_s: float) -> None:
-    """Per role: LLM steps, tokens, seconds waiting on the model, output tokens/s, share of wall
-    time, and the steps whose answers were unusable so the role fell back to its algorithmic policy."""
-    wait, out_tokens, in_tokens, llm_steps, fell_back = Counter(), Counter(), Counter(), Counter(), Counter()
-    for step in steps:
-        seconds = float(step.tools.get("llm_wait_s") or 0.0)
-        wait[step.role] += seconds
-        out_tokens[step.role] += int(step.tokens.get("output", 0) or 0)
-        in_tokens[step.role] += int(step.tokens.get("input", 0) or 0)
-        llm_steps[step.role] += 1 if seconds else 0
-        fell_back[step.role] += 1 if step.tools.get("fallback") else 0
-    print("\n| role | LLM steps | fell back to algorithmic | tokens in | tokens out | LLM wait s | tokens out / s | share of wall time |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for role, seconds in wait.most_common():
-        if seconds:
-            speed = out_tokens[role] / seconds
-            share = seconds / elapsed_s if elapsed_s else 0.0
-            print(f"| {role} | {llm_steps[role]} | {fell_back[role]} | {in_tokens[role]} | {out_tokens[role]} | "
-                  f"{seconds:.0f} | {speed:.1f} | {share:.0%} |")
+    """Per role (graph.view_data.llm_role_stats, the run report's table): LLM steps, unusable
+    answers by kind, steps that fell back to the algorithmic policy, tokens, seconds waiting on the
+    model, output tokens per second and the share of wall time."""
+    from archsmith.graph.view_data import llm_role_stats
+
+    print("\n| role | LLM steps | unusable answers (by kind) | fell back to algorithmic | tokens in | tokens out "
+          "| LLM wait s | tokens out / s | share of wall time |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for row in llm_role_stats(steps):
+        failures = ", ".join(f"{kind} {count}" for kind, count in row.failures.items()) or "none"
+        speed = f"{row.tokens_per_s:.1f}" if row.tokens_per_s is not None else "-"
+        share = row.wait_s / elapsed_s if elapsed_s else 0.0
+        print(f"| {row.role} | {row.steps} | {failures} | {row.fell_back} | {row.tokens_in} | {row.tokens_out} | "
+              f"{row.wait_s:.0f} | {speed} | {share:.0%} |")
     print("(shares can add up to more than 100% when children run in parallel)")
 
 

@@ -84,6 +84,47 @@ class CandidateDiff:
     lines: list[tuple[str, str]]  # (kind: "add" | "del" | "same" | "hunk", text)
 
 
+@dataclass(frozen=True)
+class LLMRoleStats:
+    """One role's dealings with its model over a run: how often it asked, what came back unusable
+    (failures by kind, as classified in agents/llm.py: empty, truncated, unparseable, rejected by
+    the role's own checks, endpoint errors), how often it fell back to its algorithmic policy."""
+
+    role: str
+    steps: int  # steps that asked a model
+    answers: int
+    failures: dict[str, int]
+    fell_back: int
+    tokens_in: int
+    tokens_out: int
+    wait_s: float
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.tokens_out / self.wait_s if self.wait_s else None
+
+
+def llm_role_stats(steps: list[StepRecord]) -> list[LLMRoleStats]:
+    """Per role that asked a model, most waited-on first (the report's and the benchmarks' table)."""
+    asked: dict[str, list[StepRecord]] = defaultdict(list)
+    for step in steps:
+        tools = step.tools or {}
+        if tools.get("llm_attempts") or step.answers or tools.get("llm_errors"):
+            asked[step.role].append(step)
+    stats = []
+    for role, role_steps in asked.items():
+        failures = Counter(e.get("kind", "?") for s in role_steps for e in (s.tools or {}).get("llm_errors", []))
+        stats.append(LLMRoleStats(
+            role=role, steps=len(role_steps), answers=sum(len(s.answers) for s in role_steps),
+            failures=dict(failures.most_common()),
+            fell_back=sum(1 for s in role_steps if (s.tools or {}).get("fallback")),
+            tokens_in=sum(int(s.tokens.get("input", 0) or 0) for s in role_steps),
+            tokens_out=sum(int(s.tokens.get("output", 0) or 0) for s in role_steps),
+            wait_s=round(sum(float((s.tools or {}).get("llm_wait_s") or 0.0) for s in role_steps), 3),
+        ))  # fmt: skip
+    return sorted(stats, key=lambda row: -row.wait_s)
+
+
 @dataclass
 class RunData:
     run_id: str
@@ -92,6 +133,7 @@ class RunData:
     sessions: list[dict[str, Any]]
     models: list[RoleModel]
     totals: Totals
+    llm_roles: list[LLMRoleStats]
     history: list[CandidateRecord]
     best: list[CandidateRecord]
     steps: list[StepRecord]
@@ -124,6 +166,7 @@ def load_run(run_dir: str | Path) -> RunData:
         sessions=sessions,
         models=role_models(config),
         totals=totals(history, steps, summary, start),
+        llm_roles=llm_role_stats(steps),
         history=history,
         best=best_candidates(history),
         steps=steps,
