@@ -95,7 +95,7 @@ def test_report_of_an_llm_run_escapes_untrusted_text(llm_run):
     assert 'class="diff"' in html  # the child against its seed parent
 
 
-def test_llm_answers_per_role_count_failures_by_kind(toy_config, tmp_path):
+def test_llm_answers_per_role_count_failures_by_kind(toy_config, algorithmic_run):
     from archsmith.graph.view_data import llm_role_stats
 
     config = toy_config(search={"max_candidates": 1}, roles={"generator": {"policy": "llm"}})
@@ -107,8 +107,7 @@ def test_llm_answers_per_role_count_failures_by_kind(toy_config, tmp_path):
     assert generator.failures == {"rejected": 1, "truncated": 1} and generator.fell_back == 0
     html = write_report(run_dir).read_text("utf-8")
     assert "LLM answers per role" in html and "rejected 1, truncated 1" in html
-    (algorithmic,) = [write_report(d) for d in [archsmith.run(toy_config(search={"max_candidates": 1})).run_dir]]
-    assert "LLM answers per role" not in algorithmic.read_text("utf-8")  # no role asked a model
+    assert "LLM answers per role" not in write_report(algorithmic_run).read_text("utf-8")  # no role asked a model
 
 
 def test_serve_on_port_zero(algorithmic_run, monkeypatch):
