@@ -13,9 +13,9 @@ bench``: the budget is distinct architectures evaluated. Run directories are kep
 Printed: per LLM run the table's test accuracy of the best-valid architecture found, the
 evaluations it took, wall time and the share of it spent waiting on the LLM per role; then the
 mean ± std over the LLM runs beside rs, rea and the algorithmic agents for the same seeds and budget.
-On 2 CPU cores a 20-minute run (``--time-limit 1200``) reached 20-28 evaluations (2026-11-23):
-most children of the 0.5B model copy their parent or break the cell grammar, so later evaluations
-cost minutes each and 100 are out of reach there.
+On 2 CPU cores a 26-minute run (``--time-limit 1560``) reached 36-54 evaluations (2026-11-23):
+most of the 0.5B model's cells leave an edge out (the Debugger completes them from the parent) and
+a third copy their parent even when re-asked, so 100 evaluations are out of reach there.
 """
 
 from __future__ import annotations
