@@ -94,6 +94,36 @@ def extract_json(answer: str) -> dict[str, Any]:
     raise AnswerError(last_error)
 
 
+def complete_items(answer: str, key: str) -> list[Any]:
+    """The complete items of every ``"key": [...]`` array in an answer, in order, even when the
+    answer was cut off inside an array or repeats the key (small models run on past the number of
+    items asked for until the token limit). An item cut off mid-way is left out; so is everything
+    after it in that array. Empty when the answer has no such array."""
+    decoder = json.JSONDecoder()
+    items: list[Any] = []
+    for opening in re.finditer(r'"' + re.escape(key) + r'"\s*:\s*\[', answer or ""):
+        position = opening.end()
+        while True:
+            position = _skip(answer, position, " \t\r\n")
+            if position >= len(answer) or answer[position] == "]":
+                break
+            try:
+                item, position = decoder.raw_decode(answer, position)
+            except json.JSONDecodeError:
+                break
+            items.append(item)
+            position = _skip(answer, position, " \t\r\n")
+            if position < len(answer) and answer[position] == ",":
+                position += 1
+    return items
+
+
+def _skip(text: str, position: int, characters: str) -> int:
+    while position < len(text) and text[position] in characters:
+        position += 1
+    return position
+
+
 def _answer_is_complete(answer: str) -> bool:
     """False when the answer ends inside its JSON (cut off by the token limit)."""
     text = answer.rstrip()

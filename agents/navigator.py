@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from archsmith.agents.answers import AnswerError, extract_json
+from archsmith.agents.answers import AnswerError, complete_items, extract_json
 from archsmith.agents.base import Agent, register_agent
 from archsmith.agents.fairnad import STAGE_ITERATIVE, STAGE_PARETO, plan_generation
 from archsmith.agents.selection import (
@@ -283,11 +283,18 @@ class Navigator(Agent):
         operators = set(self.ctx.space.operators())
 
         def parse(answer: str) -> list[Strategy]:
-            data = extract_json(answer)
-            items = data.get("plans")
+            problems: list[str] = []
+            try:
+                items = extract_json(answer).get("plans")
+            except AnswerError as error:
+                # Cut off (often after running on past the plans asked for): use the plans it completed.
+                items = [item for item in complete_items(answer, "plans") if isinstance(item, dict)]
+                if not items:
+                    raise
+                problems.append(f"{error}; used the {len(items)} complete plan(s) before that point")
             if not isinstance(items, list) or not items:
                 raise AnswerError('expected {"plans": [...]} with at least one plan')
-            plans, problems = [], []
+            plans = []
             for index, item in enumerate(items):
                 if len(plans) == size:
                     break

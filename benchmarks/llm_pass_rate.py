@@ -32,10 +32,11 @@ from archsmith.graph.config import config_from_dict  # noqa: E402
 from archsmith.graph.trace import read_steps  # noqa: E402
 
 
-def role_llm(max_tokens: int, temperature: float = 0.3) -> dict:
-    """A role's llm settings: Qwen2.5-Coder-0.5B on the llama.cpp server the run starts."""
+def role_llm(max_tokens: int, temperature: float = 0.3, threads: int = 2) -> dict:
+    """A role's llm settings: Qwen2.5-Coder-0.5B on the llama.cpp server the run starts (using
+    ``threads`` CPU threads)."""
     return {"model": "qwen-coder", "max_tokens": max_tokens, "timeout_s": 600, "max_retries": 1,
-            "temperature": temperature, "server": local_llm.server_spec(["qwen-coder"]).model_dump()}
+            "temperature": temperature, "server": local_llm.server_spec(["qwen-coder"], threads).model_dump()}
 
 
 def trace_wall_s(steps: list) -> float:
@@ -121,10 +122,16 @@ def print_llm_roles(steps: list, elapsed_s: float) -> None:
     model, output tokens per second and the share of wall time."""
     from archsmith.graph.view_data import llm_role_stats
 
+    print_llm_role_rows(llm_role_stats(steps), elapsed_s)
+
+
+def print_llm_role_rows(rows: list, elapsed_s: float) -> None:
+    """The table of :func:`print_llm_roles` from its rows (``LLMRoleStats``, e.g. read back from
+    a saved summary)."""
     print("\n| role | LLM steps | unusable answers (by kind) | fell back to algorithmic | tokens in | tokens out "
           "| LLM wait s | tokens out / s | share of wall time |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    for row in llm_role_stats(steps):
+    for row in rows:
         failures = ", ".join(f"{kind} {count}" for kind, count in row.failures.items()) or "none"
         speed = f"{row.tokens_per_s:.1f}" if row.tokens_per_s is not None else "-"
         share = row.wait_s / elapsed_s if elapsed_s else 0.0

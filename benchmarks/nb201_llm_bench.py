@@ -21,6 +21,8 @@ a third copy their parent even when re-asked, so 100 evaluations are out of reac
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -30,7 +32,7 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import local_llm  # noqa: E402
-from llm_pass_rate import print_llm_roles, role_llm, trace_wall_s  # noqa: E402
+from llm_pass_rate import print_llm_role_rows, role_llm, trace_wall_s  # noqa: E402
 
 from archsmith.graph.bench import BenchSpec, load_problem, render_table, run_bench, run_seeds  # noqa: E402
 from archsmith.graph.bench_agents import ProblemEvaluator  # noqa: E402
@@ -38,12 +40,14 @@ from archsmith.graph.config import config_from_dict  # noqa: E402
 from archsmith.graph.paths import RunPaths  # noqa: E402
 from archsmith.graph.run import load_history, run  # noqa: E402
 from archsmith.graph.trace import read_steps  # noqa: E402
+from archsmith.graph.view_data import LLMRoleStats, llm_role_stats  # noqa: E402
 from archsmith.tools.tabular import TabularSpec  # noqa: E402
 
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench201-cifar10.csv"
 
 
-def llm_config(runs_dir: Path, index: int, seed: int, budget: int, time_limit_s: float | None) -> dict:
+def llm_config(runs_dir: Path, index: int, seed: int, budget: int, time_limit_s: float | None,
+               threads: int = 2) -> dict:
     return {
         "name": f"nb201-llm-run{index}", "seed": seed, "runs_dir": str(runs_dir),
         "space": {"name": "nb201"},
@@ -51,10 +55,10 @@ def llm_config(runs_dir: Path, index: int, seed: int, budget: int, time_limit_s:
         "parallel": {"workers": 1},
         "phases": {"enabled": False},
         "workflow": {"min_layers": 1},
-        "roles": {"navigator": {"policy": "llm", "memory": True, "llm": role_llm(512, temperature=0.7)},
+        "roles": {"navigator": {"policy": "llm", "memory": True, "llm": role_llm(512, 0.7, threads)},
                   # Two re-asks (the product default) for a child its structural check refuses.
                   "generator": {"policy": "llm", "memory": False,
-                                "llm": {**role_llm(512, temperature=0.7), "max_retries": 2}}},
+                                "llm": {**role_llm(512, 0.7, threads), "max_retries": 2}}},
     }  # fmt: skip
 
 
@@ -63,35 +67,47 @@ def run_index(run_dir: Path) -> int:
     return int(run_dir.name.rsplit("run", 1)[-1])
 
 
-def best_valid(valid: list[dict], evaluations: int | None = None, test_metric: str = "test_acc") -> tuple:
-    """(score, test accuracy) of the best valid record, among the first ``evaluations`` only when
-    given, so that runs that got different numbers of evaluations compare at the same count."""
-    best = max(valid[:evaluations], key=lambda r: r["score"], default=None)
-    return (best["score"], (best.get("metrics") or {}).get(test_metric)) if best else (None, None)
-
-
 def summarize(run_dir: Path) -> dict:
-    """The run's figures: best-valid architecture and its test accuracy, evaluations, fallbacks,
-    stop reason, wall time from the trace."""
+    """The run's figures (JSON-ready, so that they can be kept when the run directory is not):
+    best-valid architecture and its test accuracy, evaluations in order, fallbacks, stop reason,
+    wall time and the LLM table per role from the trace."""
     history = load_history(RunPaths.existing(run_dir))
     valid = [r for r in history if r.get("status") == "valid"]
     steps = read_steps(run_dir / "trace.sqlite")
     fallback_children = {s.candidate_id for s in steps if s.role == "generator" and s.tools.get("fallback")}
     stops = [s.decision for s in steps if s.role == "archive" and s.decision != "continue"]
-    score, test = best_valid(valid)
-    return {"run_dir": run_dir, "index": run_index(run_dir), "valid": valid, "evaluations": len(valid),
+    evaluated = [{"id": r["id"], "score": r["score"], "test_acc": (r.get("metrics") or {}).get("test_acc")}
+                 for r in valid]
+    score, test = best_valid(evaluated)
+    return {"run": run_dir.name, "index": run_index(run_dir), "valid": evaluated, "evaluations": len(valid),
             "children": len(history), "fallback_evaluations": sum(1 for r in valid if r["id"] in fallback_children),
             "wall_s": trace_wall_s(steps), "stop": stops[-1] if stops else "stopped from outside (no stop rule fired)",
-            "best_valid": score, "test_of_best_valid": test, "steps": steps}  # fmt: skip
+            "best_valid": score, "test_of_best_valid": test,
+            "llm_roles": [dataclasses.asdict(row) for row in llm_role_stats(steps)]}  # fmt: skip
+
+
+def save_summary(summary: dict, folder: Path) -> Path:
+    """``<folder>/<run>.summary.json``, which ``--report`` reads beside run directories."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{summary['run']}.summary.json"
+    path.write_text(json.dumps(summary, indent=1) + "\n", "utf-8")
+    return path
+
+
+def best_valid(valid: list[dict], evaluations: int | None = None) -> tuple:
+    """(score, test accuracy) of the best valid record, among the first ``evaluations`` only when
+    given, so that runs that got different numbers of evaluations compare at the same count."""
+    best = max(valid[:evaluations], key=lambda r: r["score"], default=None)
+    return (best["score"], best.get("test_acc")) if best else (None, None)
 
 
 def print_run(summary: dict) -> None:
     test = summary["test_of_best_valid"]
-    print(f"\n{summary['run_dir'].name}: {summary['evaluations']} evaluations ({summary['children']} children; "
+    print(f"\n{summary['run']}: {summary['evaluations']} evaluations ({summary['children']} children; "
           f"{summary['fallback_evaluations']} of the evaluations written by the Generator's algorithmic fallback), "
           f"best valid {summary['best_valid']}, its test accuracy {test}, wall {summary['wall_s']:.0f} s; "
           f"stop: {summary['stop']}")  # fmt: skip
-    print_llm_roles(summary["steps"], summary["wall_s"])
+    print_llm_role_rows([LLMRoleStats(**row) for row in summary["llm_roles"]], summary["wall_s"])
 
 
 def print_comparison(summaries: list[dict], table: Path, budget: int, seed: int) -> None:
@@ -118,11 +134,17 @@ def print_comparison(summaries: list[dict], table: Path, budget: int, seed: int)
           f"(evaluations each run got: {', '.join(str(s['evaluations']) for s in summaries)})")  # fmt: skip
 
 
-def report_existing(runs_dir: Path, table: Path, budget: int, seed: int) -> int:
-    summaries = [summarize(d) for d in sorted(runs_dir.iterdir()) if (d / "trace.sqlite").is_file()]
+def report_existing(folder: Path, table: Path, budget: int, seed: int) -> int:
+    """The tables for the run directories and saved summaries (``*.summary.json``) in ``folder``;
+    a run that has both is read from its directory."""
+    summaries = {d.name: summarize(d) for d in sorted(folder.iterdir()) if (d / "trace.sqlite").is_file()}
+    for path in sorted(folder.glob("*.summary.json")):
+        saved = json.loads(path.read_text("utf-8"))
+        summaries.setdefault(saved["run"], saved)
+    summaries = sorted(summaries.values(), key=lambda summary: summary["index"])
     for summary in summaries:
         print_run(summary)
-    print_comparison(summaries, table, budget, seed)
+    print_comparison(list(summaries), table, budget, seed)
     return 0
 
 
@@ -137,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
                              "with the baselines at the fewest evaluations any run got")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs-dir", type=Path, default=Path("nb201-llm-runs"))
-    parser.add_argument("--report", type=Path, help="print the tables for the run directories in this folder")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of each run's llama.cpp server")
+    parser.add_argument("--save", type=Path, metavar="DIR",
+                        help="also keep each run's figures as DIR/<run>.summary.json (e.g. benchmarks/results/nb201_llm)")
+    parser.add_argument("--report", type=Path, metavar="DIR",
+                        help="print the tables for the run directories and *.summary.json files in DIR")
     args = parser.parse_args(argv)
     if args.report is not None:
         return report_existing(args.report, args.table, args.budget, args.seed)
@@ -148,9 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     summaries = []
     seeds = run_seeds(args.seed, args.start + args.runs)  # the baselines' seeds, run by run
     for index, seed in list(enumerate(seeds))[args.start :]:
-        config = config_from_dict(llm_config(args.runs_dir, index, seed, args.budget, args.time_limit))
+        config = config_from_dict(llm_config(args.runs_dir, index, seed, args.budget, args.time_limit, args.threads))
         result = run(config, evaluator=ProblemEvaluator(problem))
         summary = summarize(result.run_dir)
+        save_summary(summary, args.runs_dir)
+        if args.save is not None:
+            save_summary(summary, args.save)
         summaries.append(summary)
         print_run(summary)
     print_comparison(summaries, args.table, args.budget, args.seed)

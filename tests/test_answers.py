@@ -1,6 +1,6 @@
 import pytest
 
-from archsmith.agents.answers import AnswerError, extract_candidate, extract_fenced, extract_json
+from archsmith.agents.answers import AnswerError, complete_items, extract_candidate, extract_fenced, extract_json
 
 
 def test_fenced_block_with_chatter():
@@ -57,6 +57,22 @@ def test_json_cut_off_inside_is_not_repaired():
     with pytest.raises(AnswerError, match="invalid JSON"):
         extract_json('```json\n{"plans": [{"parent_ids": ["c1"]}, {"idea": "use dep')
 
+
+
+def test_complete_items_of_a_cut_off_array():
+    """Qwen2.5-Coder-0.5B ran on past the plans asked for until max_tokens cut it off mid-plan."""
+    plan = '{"parent_ids": ["c0002"], "idea": "x, [y]"}'
+    answer = f'```json\n{{\n  "plans": [\n    {plan},\n    {plan} ,\n    {{"parent_ids": ["c00'
+    assert complete_items(answer, "plans") == [{"parent_ids": ["c0002"], "idea": "x, [y]"}] * 2
+
+
+def test_complete_items_of_a_repeated_key_and_none():
+    # The same model also repeated '"plans": [one plan]' until the limit.
+    answer = '{"plans": [{"a": 1}],\n "plans": [{"a": 2}],\n "plans": [{"a"'
+    assert complete_items(answer, "plans") == [{"a": 1}, {"a": 2}]
+    assert complete_items('{"plans": []}', "plans") == []
+    assert complete_items("no JSON here", "plans") == []
+    assert complete_items('{"plans": [1, 2', "plans") == [1, 2]  # what an item is, the caller checks
 
 NB201_CELL = "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
 

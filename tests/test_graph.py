@@ -213,6 +213,19 @@ def test_llm_navigator_keeps_the_usable_plans_of_a_flawed_answer(toy_config):
     assert any("plans[1].parent_ids" in problem for problem in nav.tools["plan_problems"])
 
 
+
+def test_llm_navigator_uses_the_complete_plans_of_a_cut_off_answer(toy_config):
+    """An answer cut off by max_tokens after running on past the plans asked for: its complete
+    plans are used, without a re-ask; the trace says the answer was cut off."""
+    plan = {"parent_ids": ["seed0"], "operator": "add_layer", "idea": "go deeper"}
+    answer = "```json\n" + json.dumps({"plans": [plan] * 3})[:-30]  # cut inside the third plan
+    config = toy_config(search={"max_candidates": 2, "children_per_generation": 2}, roles={"navigator": {"policy": "llm"}})
+    result = archsmith.run(config, chat_models={"navigator": fake(answer)})
+    nav = steps_of(result, role="navigator")[0]
+    assert not nav.tools.get("fallback") and nav.tools["llm_attempts"] == 1
+    assert [p["idea"] for p in nav.parsed] == ["go deeper", "go deeper"]
+    assert any("used the 2 complete plan(s)" in problem for problem in nav.tools["plan_problems"])
+
 def test_phase_models_are_used_per_phase(toy_config):
     config = toy_config(
         search={"max_candidates": 2},
