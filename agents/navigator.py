@@ -305,6 +305,11 @@ class Navigator(Agent):
                 ids = [ids] if isinstance(ids, str) else [pid for pid in ids if isinstance(pid, str)]
                 unknown = [pid for pid in ids if pid not in parents]
                 ids = [pid for pid in ids if pid in parents]
+                if not ids and len(parents) == 1:  # one candidate to start from: the choice is forced
+                    ids = list(parents)
+                    problems.append(f"plans[{index}].parent_ids {item.get('parent_ids')!r}: not in the pool; "
+                                    f"used its only candidate {ids[0]}")
+                    unknown = []
                 if not ids:
                     problems.append(
                         f"plans[{index}].parent_ids must name candidates from the pool "

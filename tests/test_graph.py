@@ -226,6 +226,18 @@ def test_llm_navigator_uses_the_complete_plans_of_a_cut_off_answer(toy_config):
     assert [p["idea"] for p in nav.parsed] == ["go deeper", "go deeper"]
     assert any("used the 2 complete plan(s)" in problem for problem in nav.tools["plan_problems"])
 
+
+def test_llm_navigator_with_a_pool_of_one_uses_it_whatever_ids_the_plan_names(toy_config):
+    """Qwen2.5-Coder-0.5B named the best id from its notes (not in a pool of one): with one
+    candidate to start from there is nothing to choose, so the plan is used, not re-asked."""
+    answer = json.dumps({"plans": [{"parent_ids": ["c0012"], "operator": "widen", "idea": "wider"}]})
+    config = toy_config(search={"max_candidates": 1, "children_per_generation": 1}, roles={"navigator": {"policy": "llm"}})
+    result = archsmith.run(config, chat_models={"navigator": fake(answer)})
+    nav = steps_of(result, role="navigator")[0]
+    assert not nav.tools.get("fallback") and nav.tools["llm_attempts"] == 1
+    assert nav.parsed[0]["parent_ids"] == ["seed0"] and nav.parsed[0]["idea"] == "wider"
+    assert any("used its only candidate seed0" in problem for problem in nav.tools["plan_problems"])
+
 def test_phase_models_are_used_per_phase(toy_config):
     config = toy_config(
         search={"max_candidates": 2},
