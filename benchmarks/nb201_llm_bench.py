@@ -2,13 +2,22 @@
 
     python scripts/local_llm.py prepare
     python benchmarks/nb201_llm_bench.py [--runs 3] [--start 0] [--budget 100] [--runs-dir DIR]
+                                         [--threads 2] [--save benchmarks/results/nb201_llm]
     python benchmarks/nb201_llm_bench.py --report DIR        # the tables for runs already in DIR
+
+Runs can go side by side, one process each (``--start K --runs 1``), each with its own server:
+on 2 cores, two single-thread servers give about 1.4 times the output tokens per second of one
+two-thread server (28 + 28 against 41 tokens/s, measured 2026-11-23), so three runs at once with
+``--threads 1`` finish sooner than three in a row.
 
 Each run is the agent graph on the nb201 space with the Navigator (with its memory of the
 trajectory) and the Generator (without one) driven by Qwen2.5-Coder-0.5B on a llama.cpp server that
 the run starts; every child is scored by the NAS-Bench-201 table (``--table``), as in ``archsmith
 bench``: the budget is distinct architectures evaluated. Run directories are kept in ``--runs-dir``
-(traces included) so that ``--report`` can tabulate finished and stopped runs.
+(traces included) so that ``--report`` can tabulate finished and stopped runs; each run's figures
+are also written beside them as ``<run>.summary.json`` (and into ``--save DIR``), which ``--report``
+reads too, so that figures outlive the run directories. ``benchmarks/results/nb201_llm`` keeps the
+summaries the README quotes.
 
 Printed: per LLM run the table's test accuracy of the best-valid architecture found, the
 evaluations it took, wall time and the share of it spent waiting on the LLM per role; then the
@@ -134,10 +143,14 @@ def print_comparison(summaries: list[dict], table: Path, budget: int, seed: int)
           f"(evaluations each run got: {', '.join(str(s['evaluations']) for s in summaries)})")  # fmt: skip
 
 
-def report_existing(folder: Path, table: Path, budget: int, seed: int) -> int:
+def report_existing(folder: Path, table: Path, budget: int, seed: int, save: Path | None = None) -> int:
     """The tables for the run directories and saved summaries (``*.summary.json``) in ``folder``;
-    a run that has both is read from its directory."""
+    a run that has both is read from its directory. With ``save``, the summaries of the run
+    directories (stopped runs included) are written there."""
     summaries = {d.name: summarize(d) for d in sorted(folder.iterdir()) if (d / "trace.sqlite").is_file()}
+    if save is not None:
+        for summary in summaries.values():
+            save_summary(summary, save)
     for path in sorted(folder.glob("*.summary.json")):
         saved = json.loads(path.read_text("utf-8"))
         summaries.setdefault(saved["run"], saved)
@@ -161,12 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=Path("nb201-llm-runs"))
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each run's llama.cpp server")
     parser.add_argument("--save", type=Path, metavar="DIR",
-                        help="also keep each run's figures as DIR/<run>.summary.json (e.g. benchmarks/results/nb201_llm)")
+                        help="also keep each run's figures as DIR/<run>.summary.json (e.g. benchmarks/results/nb201_llm); "
+                             "with --report, those of the run directories it reads")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="print the tables for the run directories and *.summary.json files in DIR")
     args = parser.parse_args(argv)
     if args.report is not None:
-        return report_existing(args.report, args.table, args.budget, args.seed)
+        return report_existing(args.report, args.table, args.budget, args.seed, args.save)
     local_llm.prepare(["qwen-coder"])
     spec = BenchSpec(space="nb201", table=TabularSpec(path=str(args.table), dataset="cifar10"), budget=args.budget,
                      runs=args.start + args.runs, methods=["rs", "rea", "agents"], seed=args.seed)  # fmt: skip
