@@ -10,9 +10,9 @@ Presets:
 
 A server listens on a free loopback port, is started in its own process group, is waited for
 until its health URL answers (bounded), is restarted a bounded number of times if it dies, and is
-stopped (SIGTERM, then SIGKILL, to the whole group) when the run ends or is interrupted. On Linux
-the kernel also sends it SIGTERM if the run's process dies without stopping it (killed, even with
-SIGKILL), so no server outlives its run.
+stopped (SIGTERM, then SIGKILL after ``stop_grace_s``, to the whole group) when the run ends or is
+interrupted. On Linux a watchdog process holds the server and does the same when the run's process
+dies without stopping it (killed, even with SIGKILL), so no server outlives its run.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class ServerSpec(BaseModel):
     threads: int = Field(2, ge=1, description="llamacpp: CPU threads.")
     extra_args: tuple[str, ...] = ()
     startup_timeout_s: float = Field(300.0, gt=0)
+    stop_grace_s: float = Field(10.0, gt=0, description="Seconds a stopped server may take to exit before it is killed.")
     max_restarts: int = Field(2, ge=0)
 
     @model_validator(mode="after")
@@ -96,30 +97,62 @@ def command_line(spec: ServerSpec, port: int, workdir: Path) -> list[str]:
             *spec.extra_args]
 
 
-# Run in the child before it becomes the server (exec keeps the PID and the setting): the kernel
-# sends SIGTERM when the process that started it dies, however it dies, so that a run killed with
-# SIGTERM or SIGKILL leaves no server behind. Exits if that process is already gone.
-_EXEC_WITH_PARENT_DEATH_SIGNAL = """\
-import ctypes, os, signal, sys
+# The server's watchdog, run in the child (Linux). The kernel sends it SIGTERM when the process that
+# started it dies, however it dies (PR_SET_PDEATHSIG), and ManagedServer.stop sends SIGTERM to its
+# process group; either way it passes SIGTERM to the server and, if the server has not exited
+# within the grace period (uvicorn can wait for ever on a generation whose client is gone), kills
+# the whole group. It exits with the server's exit code, so a crashed server still shows as
+# exited. Exits at once if the process that started it is already gone.
+_WATCHDOG = """\
+import ctypes, os, signal, sys, time
+grace_s, argv = float(sys.argv[2]), sys.argv[3:]
 libc = ctypes.CDLL(None, use_errno=True)
-if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
-    raise SystemExit("prctl(PR_SET_PDEATHSIG) failed: errno %d" % ctypes.get_errno())
+def die_with_parent(sig):
+    if libc.prctl(1, int(sig), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+        raise SystemExit("prctl(PR_SET_PDEATHSIG) failed: errno %d" % ctypes.get_errno())
+def stop(signum, frame):
+    try:
+        os.kill(server, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if os.waitpid(server, os.WNOHANG)[0]:
+            os._exit(0)
+        time.sleep(0.1)
+    os.killpg(0, signal.SIGKILL)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # until the server's pid is known
+die_with_parent(signal.SIGTERM)
 if os.getppid() != int(sys.argv[1]):
     raise SystemExit("the run that started this server is gone")
-os.execvp(sys.argv[2], sys.argv[2:])
+server = os.fork()
+if server == 0:  # the server: killed outright if the watchdog itself is killed
+    die_with_parent(signal.SIGKILL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    os.execvp(argv[0], argv)
+signal.signal(signal.SIGTERM, stop)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+while True:
+    try:
+        status = os.waitpid(server, 0)[1]
+        break
+    except InterruptedError:
+        continue
+sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def dies_with_this_process(argv: list[str]) -> list[str]:
-    """``argv`` wrapped so that the server gets SIGTERM when this process dies (Linux; elsewhere
-    unchanged, and a run killed without cleanup can leave its server running).
+def dies_with_this_process(argv: list[str], grace_s: float = 10.0) -> list[str]:
+    """``argv`` run under a watchdog that stops the server (SIGTERM, then after ``grace_s`` SIGKILL
+    to the whole process group) when this process dies (Linux; elsewhere ``argv`` unchanged, and a
+    run killed without cleanup can leave its server running).
 
-    The signal follows the thread that started the server, which is the thread inside
-    :func:`archsmith.run` for the whole life of the server.
+    The parent-death signal follows the thread that started the watchdog, which is the thread
+    inside :func:`archsmith.run` for the whole life of the server.
     """
     if not sys.platform.startswith("linux"):
         return argv
-    return [sys.executable, "-c", _EXEC_WITH_PARENT_DEATH_SIGNAL, str(os.getpid()), *argv]
+    return [sys.executable, "-c", _WATCHDOG, str(os.getpid()), f"{grace_s:g}", *argv]
 
 
 class ManagedServer:
@@ -145,7 +178,8 @@ class ManagedServer:
         argv = command_line(self.spec, self.port, self.workdir)
         with open(self.log_file, "ab") as log:
             try:
-                self.process = subprocess.Popen(dies_with_this_process(argv), stdout=log, stderr=subprocess.STDOUT,
+                self.process = subprocess.Popen(dies_with_this_process(argv, self.spec.stop_grace_s), stdout=log,
+                                                stderr=subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as error:
                 raise ServerError(f"cannot start {argv[0]!r}: {error.strerror or error}") from None
@@ -176,6 +210,11 @@ class ManagedServer:
         """Restart a server that died (at most ``max_restarts`` times over its life)."""
         if self.process is not None and self.process.poll() is None:
             return
+        if self.process is not None:  # whatever is left of the old server's process group
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self.restarts >= self.spec.max_restarts:
             raise ServerError(f"the {self.spec.preset} server died {self.restarts + 1} times; giving up")
         self.restarts += 1
@@ -187,11 +226,13 @@ class ManagedServer:
         except OSError:
             return ""
 
-    def stop(self, grace_s: float = 10.0) -> None:
+    def stop(self) -> None:
+        """SIGTERM to the server's process group; SIGKILL when it has not exited after the grace
+        period (the watchdog would send it too)."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((signal.SIGTERM, self.spec.stop_grace_s + 1.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(process.pid, sig)
             except ProcessLookupError:

@@ -52,9 +52,24 @@ def test_start_restart_and_stop_the_whole_group(tmp_path):
     assert server.process is None
 
 
+def _alive(pid: int) -> bool:
+    """A zombie nobody reaps (no init in a container) counts as gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-def test_a_server_dies_with_a_run_killed_without_cleanup(tmp_path):
-    """SIGKILL gives the run no chance to stop its server: the kernel's parent-death signal does."""
+@pytest.mark.parametrize("server_argv", [(), ("ignore-sigterm",)], ids=["server", "server-stuck-in-shutdown"])
+def test_a_server_dies_with_a_run_killed_without_cleanup(tmp_path, server_argv):
+    """SIGKILL gives the run no chance to stop its server: the kernel's parent-death signal tells
+    the server's watchdog, which stops the server, and kills it when it does not exit (llama.cpp's
+    uvicorn waited for ever on the generation of a client that was gone)."""
     import signal
     import subprocess
     import time
@@ -64,33 +79,42 @@ def test_a_server_dies_with_a_run_killed_without_cleanup(tmp_path):
          "import sys, time\n"
          "sys.path.insert(0, sys.argv[1])\n"
          "from test_servers import tiny_spec\n"
-         "from archsmith.agents.servers import ManagedServer\n"
-         "server = ManagedServer(tiny_spec(), sys.argv[2]).start()\n"
+         "from archsmith.agents.servers import ManagedServer, ServerSpec\n"
+         "spec = tiny_spec(stop_grace_s=1.0)\n"
+         "spec = spec.model_copy(update={'command': (*spec.command, *sys.argv[3:])})\n"
+         "server = ManagedServer(spec, sys.argv[2]).start()\n"
          "print(server.process.pid, flush=True)\n"
          "time.sleep(120)\n",
-         str(Path(__file__).parent), str(tmp_path)],
+         str(Path(__file__).parent), str(tmp_path), *server_argv],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    processes: list[int] = []
     try:
-        server_pid = int(owner.stdout.readline())  # type: ignore[union-attr]
-
-        def alive() -> bool:  # a zombie nobody reaps (no init in a container) counts as gone
-            try:
-                return Path(f"/proc/{server_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-            except (FileNotFoundError, ProcessLookupError):
-                return False
-
-        assert alive()  # serving
+        watchdog = int(owner.stdout.readline())  # type: ignore[union-attr]
+        processes = [watchdog, *_children(watchdog)]
+        assert len(processes) == 2 and all(_alive(pid) for pid in processes)  # watchdog and server, serving
         owner.send_signal(signal.SIGKILL)
         owner.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and alive():
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(pid) for pid in processes):
             time.sleep(0.1)
-        if alive():
-            os.kill(server_pid, signal.SIGKILL)
-            pytest.fail("the server outlived the run that started it")
+        assert not any(_alive(pid) for pid in processes), "the server outlived the run that started it"
     finally:
         owner.kill()
+        for pid in processes:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_server_that_ignores_sigterm_is_killed_by_stop(tmp_path):
+    import time
+
+    spec = tiny_spec(stop_grace_s=1.0)
+    server = ManagedServer(spec.model_copy(update={"command": (*spec.command, "ignore-sigterm")}), tmp_path).start()
+    processes = [server.process.pid, *_children(server.process.pid)]
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 8 and not any(_alive(pid) for pid in processes)
 
 
 def test_a_server_that_never_answers_is_reported(tmp_path):

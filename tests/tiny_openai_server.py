@@ -1,9 +1,11 @@
 """A minimal OpenAI-compatible server for the managed-server tests: every chat completion answers
-with the text given on the command line. Run: python tiny_openai_server.py PORT ANSWER"""
+with the text given on the command line. Run: python tiny_openai_server.py PORT ANSWER [ignore-sigterm]
+(the last, to play a server that never finishes its graceful shutdown)."""
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 def main() -> None:
     port, answer = int(sys.argv[1]), sys.argv[2]
+    if sys.argv[3:] == ["ignore-sigterm"]:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
