@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import local_llm  # noqa: E402
 from llm_pass_rate import print_llm_role_rows, role_llm, trace_wall_s  # noqa: E402
 
-from archsmith.graph.bench import BenchSpec, load_problem, render_table, run_bench, run_seeds  # noqa: E402
+from archsmith.graph.bench import BenchSpec, aggregate, load_problem, render_table, run_bench, run_seeds  # noqa: E402
 from archsmith.graph.bench_agents import ProblemEvaluator  # noqa: E402
 from archsmith.graph.config import config_from_dict  # noqa: E402
 from archsmith.graph.paths import RunPaths  # noqa: E402
@@ -131,14 +131,18 @@ def print_comparison(summaries: list[dict], table: Path, budget: int, seed: int)
         return
     tests = [best_valid(s["valid"], count)[1] for s in summaries]
     spread = statistics.pstdev(tests) if len(tests) > 1 else 0.0
-    runs = 1 + max(s["index"] for s in summaries)
+    indices = sorted(s["index"] for s in summaries)
     spec = BenchSpec(space="nb201", table=TabularSpec(path=str(table), dataset="cifar10"), budget=count,
-                     runs=runs, methods=["rs", "rea", "agents"], seed=seed)  # fmt: skip
-    print(f"\nAt {count} evaluations: baselines over seeds 0..{runs - 1} of --seed {seed} "
-          f"(algorithmic agents: the default policies):")
-    Console().print(render_table(run_bench(spec)))
-    indices = ", ".join(str(s["index"]) for s in summaries)
-    print(f"LLM agents (Qwen2.5-Coder-0.5B navigator + generator), runs {indices}: test of best valid "
+                     runs=1 + max(indices), methods=["rs", "rea", "agents"], seed=seed)  # fmt: skip
+    result = run_bench(spec)
+    # The baselines on the LLM runs' seeds only (run i of every method shares seed i).
+    result = result.model_copy(update={"spec": spec.model_copy(update={"runs": len(indices)}), "methods": {
+        name: aggregate([r for r in method.runs if r.run in indices], count) for name, method in result.methods.items()
+    }})  # fmt: skip
+    print(f"\nAt {count} evaluations: baselines on the LLM runs' seeds (runs {', '.join(map(str, indices))} of --seed "
+          f"{seed}; algorithmic agents: the default policies):")
+    Console().print(render_table(result))
+    print(f"LLM agents (Qwen2.5-Coder-0.5B navigator + generator), runs {', '.join(map(str, indices))}: test of best valid "
           f"{statistics.mean(tests):.2f} ± {spread:.2f} over {len(tests)} runs at {count} evaluations "
           f"(evaluations each run got: {', '.join(str(s['evaluations']) for s in summaries)})")  # fmt: skip
 
