@@ -22,9 +22,10 @@ summaries the README quotes.
 Printed: per LLM run the table's test accuracy of the best-valid architecture found, the
 evaluations it took, wall time and the share of it spent waiting on the LLM per role; then the
 mean ± std over the LLM runs beside rs, rea and the algorithmic agents for the same seeds and budget.
-On 2 CPU cores a 26-minute run (``--time-limit 1560``) reached 36-54 evaluations (2026-11-23):
-most of the 0.5B model's cells leave an edge out (the Debugger completes them from the parent) and
-a third copy their parent even when re-asked, so 100 evaluations are out of reach there.
+On 2 CPU cores (2026-11-23) two runs side by side with ``--threads 1`` reached 82 and 62
+evaluations in 95 minutes, slowing to 0.3-0.8 evaluations per minute as the 0.5B model copied its
+parent (a quarter of the children, even when re-asked) or rewrote cells already tried: 100
+evaluations take about two hours of a core per run there.
 """
 
 from __future__ import annotations
