@@ -150,8 +150,9 @@ def print_comparison(summaries: list[dict], table: Path, budget: int, seed: int)
 
 def report_existing(folder: Path, table: Path, budget: int, seed: int, save: Path | None = None) -> int:
     """The tables for the run directories and saved summaries (``*.summary.json``) in ``folder``;
-    a run that has both is read from its directory. With ``save``, the summaries of the run
-    directories (stopped runs included) are written there."""
+    a run that has both is read from its directory, and of several runs with one index (seed) the
+    one with the most evaluations is used. With ``save``, the summaries of the run directories
+    (stopped runs included) are written there."""
     summaries = {d.name: summarize(d) for d in sorted(folder.iterdir()) if (d / "trace.sqlite").is_file()}
     if save is not None:
         for summary in summaries.values():
@@ -159,7 +160,13 @@ def report_existing(folder: Path, table: Path, budget: int, seed: int, save: Pat
     for path in sorted(folder.glob("*.summary.json")):
         saved = json.loads(path.read_text("utf-8"))
         summaries.setdefault(saved["run"], saved)
-    summaries = sorted(summaries.values(), key=lambda summary: summary["index"])
+    # One run per index (seed): the one with the most evaluations, e.g. a finished run over a stopped one.
+    by_index: dict[int, dict] = {}
+    for summary in summaries.values():
+        kept = by_index.get(summary["index"])
+        if kept is None or summary["evaluations"] > kept["evaluations"]:
+            by_index[summary["index"]] = summary
+    summaries = [by_index[index] for index in sorted(by_index)]
     for summary in summaries:
         print_run(summary)
     print_comparison(list(summaries), table, budget, seed)
