@@ -14,6 +14,7 @@ import json_repair
 
 from archsmith.tools.spaces.base import AnswerReadingSpace, SearchSpace
 
+_WHITESPACE = re.compile(r"\s*")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*\n(.*?)```", re.DOTALL)
 
 
@@ -104,24 +105,18 @@ def complete_items(answer: str, key: str) -> list[Any]:
     for opening in re.finditer(r'"' + re.escape(key) + r'"\s*:\s*\[', answer or ""):
         position = opening.end()
         while True:
-            position = _skip(answer, position, " \t\r\n")
-            if position >= len(answer) or answer[position] == "]":
+            position = _WHITESPACE.match(answer, position).end()  # type: ignore[union-attr]
+            if answer.startswith("]", position):
                 break
             try:
                 item, position = decoder.raw_decode(answer, position)
-            except json.JSONDecodeError:
+            except json.JSONDecodeError:  # cut off inside the item (or at the end of the answer)
                 break
             items.append(item)
-            position = _skip(answer, position, " \t\r\n")
-            if position < len(answer) and answer[position] == ",":
+            position = _WHITESPACE.match(answer, position).end()  # type: ignore[union-attr]
+            if answer.startswith(",", position):
                 position += 1
     return items
-
-
-def _skip(text: str, position: int, characters: str) -> int:
-    while position < len(text) and text[position] in characters:
-        position += 1
-    return position
 
 
 def _answer_is_complete(answer: str) -> bool:

@@ -142,7 +142,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def dies_with_this_process(argv: list[str], grace_s: float = 10.0) -> list[str]:
+def dies_with_this_process(argv: list[str], grace_s: float) -> list[str]:
     """``argv`` run under a watchdog that stops the server (SIGTERM, then after ``grace_s`` SIGKILL
     to the whole process group) when this process dies (Linux; elsewhere ``argv`` unchanged, and a
     run killed without cleanup can leave its server running).

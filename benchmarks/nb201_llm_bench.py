@@ -169,7 +169,7 @@ def report_existing(folder: Path, table: Path, budget: int, seed: int, save: Pat
     summaries = [by_index[index] for index in sorted(by_index)]
     for summary in summaries:
         print_run(summary)
-    print_comparison(list(summaries), table, budget, seed)
+    print_comparison(summaries, table, budget, seed)
     return 0
 
 

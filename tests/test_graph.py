@@ -195,6 +195,17 @@ def test_llm_navigator_plans_and_falls_back(toy_config):
     assert nav[1].tools.get("fallback")  # unusable answers: algorithmic plan, run continues
 
 
+def _navigator_step_using_its_first_answer(toy_config, answer: str, children: int):
+    """The first navigator step of a run whose navigator model answers ``answer``, checked to have
+    used that answer (no re-ask, no algorithmic fallback)."""
+    config = toy_config(search={"max_candidates": children, "children_per_generation": children},
+                        roles={"navigator": {"policy": "llm"}})
+    result = archsmith.run(config, chat_models={"navigator": fake(answer)})
+    nav = steps_of(result, role="navigator")[0]
+    assert not nav.tools.get("fallback") and nav.tools["llm_attempts"] == 1
+    return nav
+
+
 def test_llm_navigator_keeps_the_usable_plans_of_a_flawed_answer(toy_config):
     """Small models name discarded children as parents and drop a closing brace: the plans that
     name pool members are used (unknown ids dropped, recorded in the trace), not the whole answer
@@ -204,14 +215,10 @@ def test_llm_navigator_keeps_the_usable_plans_of_a_flawed_answer(toy_config):
         {"parent_ids": ["c0042"], "operator": "widen", "idea": "wider"},
     ]
     answer = "```json\n" + json.dumps({"plans": plans})[:-1] + "\n```"  # the last '}' missing
-    config = toy_config(search={"max_candidates": 2, "children_per_generation": 2}, roles={"navigator": {"policy": "llm"}})
-    result = archsmith.run(config, chat_models={"navigator": fake(answer)})
-    nav = steps_of(result, role="navigator")[0]
-    assert not nav.tools.get("fallback") and nav.tools["llm_attempts"] == 1
+    nav = _navigator_step_using_its_first_answer(toy_config, answer, children=2)
     assert nav.parsed[0]["parent_ids"] == ["seed0"] and nav.parsed[0]["idea"] == "go deeper"
     assert any("c9999" in problem for problem in nav.tools["plan_problems"])
     assert any("plans[1].parent_ids" in problem for problem in nav.tools["plan_problems"])
-
 
 
 def test_llm_navigator_uses_the_complete_plans_of_a_cut_off_answer(toy_config):
@@ -219,10 +226,7 @@ def test_llm_navigator_uses_the_complete_plans_of_a_cut_off_answer(toy_config):
     plans are used, without a re-ask; the trace says the answer was cut off."""
     plan = {"parent_ids": ["seed0"], "operator": "add_layer", "idea": "go deeper"}
     answer = "```json\n" + json.dumps({"plans": [plan] * 3})[:-30]  # cut inside the third plan
-    config = toy_config(search={"max_candidates": 2, "children_per_generation": 2}, roles={"navigator": {"policy": "llm"}})
-    result = archsmith.run(config, chat_models={"navigator": fake(answer)})
-    nav = steps_of(result, role="navigator")[0]
-    assert not nav.tools.get("fallback") and nav.tools["llm_attempts"] == 1
+    nav = _navigator_step_using_its_first_answer(toy_config, answer, children=2)
     assert [p["idea"] for p in nav.parsed] == ["go deeper", "go deeper"]
     assert any("used the 2 complete plan(s)" in problem for problem in nav.tools["plan_problems"])
 
@@ -231,12 +235,10 @@ def test_llm_navigator_with_a_pool_of_one_uses_it_whatever_ids_the_plan_names(to
     """Qwen2.5-Coder-0.5B named the best id from its notes (not in a pool of one): with one
     candidate to start from there is nothing to choose, so the plan is used, not re-asked."""
     answer = json.dumps({"plans": [{"parent_ids": ["c0012"], "operator": "widen", "idea": "wider"}]})
-    config = toy_config(search={"max_candidates": 1, "children_per_generation": 1}, roles={"navigator": {"policy": "llm"}})
-    result = archsmith.run(config, chat_models={"navigator": fake(answer)})
-    nav = steps_of(result, role="navigator")[0]
-    assert not nav.tools.get("fallback") and nav.tools["llm_attempts"] == 1
+    nav = _navigator_step_using_its_first_answer(toy_config, answer, children=1)
     assert nav.parsed[0]["parent_ids"] == ["seed0"] and nav.parsed[0]["idea"] == "wider"
     assert any("used its only candidate seed0" in problem for problem in nav.tools["plan_problems"])
+
 
 def test_phase_models_are_used_per_phase(toy_config):
     config = toy_config(
