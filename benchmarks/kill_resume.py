@@ -255,6 +255,20 @@ def survivors(pids: set[int], within_s: float) -> set[int]:
     return left
 
 
+def describe(pids: set[int]) -> str:
+    """One line per process: pid, parent, state, kernel wait channel and command line (for failures)."""
+    lines = []
+    for pid in sorted(pids):
+        stat = _stat(pid)
+        try:
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+        except OSError:
+            wchan = "?"
+        lines.append(f"{pid} parent={stat[0] if stat else '?'} state={stat[1] if stat else 'gone'} "
+                     f"wchan={wchan} {' '.join(_argv(pid))[:200]}")
+    return "\n".join(lines)
+
+
 def kill_leftovers(pids: set[int]) -> None:
     for pid in alive(pids):
         try:

@@ -54,7 +54,8 @@ def kill_and_check(proc: subprocess.Popen, run_dir: Path) -> list[dict]:
     """SIGKILL the run (unless it killed itself); no process of it may survive; returns history.jsonl."""
     below = kr.kill_hard(proc) if proc.poll() is None else set()
     assert proc.returncode == -9, "the run ended before the kill point"
-    assert kr.survivors(below, 5.0) == set(), "processes of the killed run survived it"
+    left = kr.survivors(below, 5.0)
+    assert left == set(), "processes of the killed run survived it:\n" + kr.describe(left)
     assert kr.history_ahead_of_checkpoint(run_dir) is None
     return kr.read_history(run_dir)
 

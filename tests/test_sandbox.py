@@ -203,6 +203,68 @@ def test_killed_worker_restarts(sandbox: Sandbox) -> None:
         box.run("sandbox_tasks:echo", {})
 
 
+def _living_processes() -> dict[int, tuple[int, list[str]]]:
+    """pid -> (parent pid, argv) of every process that is not a zombie, from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            found[int(entry.name)] = (int(fields[1]), argv)
+    return found
+
+
+def _descendants(pid: int, processes: dict[int, tuple[int, list[str]]]) -> set[int]:
+    below, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        children = {child for child, (of, _) in processes.items() if of == parent} - below
+        below |= children
+        todo.extend(children)
+    return below
+
+
+def test_zygotes_die_with_an_owner_killed_while_they_preload() -> None:
+    """A run SIGKILLed while its zygotes still import torch (seconds when cold): they exit at once
+    instead of finishing the imports (this preload takes a minute)."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from archsmith.tools.sandbox import Sandbox; "
+         f"box = Sandbox(workers=2, python_path=[{HERE!r}], preload=['sandbox_slow_preload']); "
+         "print(box.mechanism, flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    below: set[int] = set()
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().startswith("fork-server+")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # both zygotes run, importing sandbox_slow_preload
+            processes = _living_processes()
+            below = _descendants(owner.pid, processes)
+            zygotes = [p for p in below if processes[p][1][-2:] == ["-m", "archsmith.tools.sandbox_worker"]
+                       and "unshare" not in processes[p][1][0]]  # fmt: skip
+            if len(zygotes) == 2:
+                break
+            time.sleep(0.05)
+        assert len(zygotes) == 2, f"the zygotes did not start: {[processes[p][1] for p in below]}"
+        time.sleep(0.5)  # well into the preload
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while (left := below & _living_processes().keys()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not left, "processes of the sandbox outlived their killed owner"
+    finally:
+        owner.kill()
+        for pid in below & _living_processes().keys():  # only when the test failed
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_close_kills_a_running_task(tmp_path: Path) -> None:
     box = make_sandbox(workers=1, limits=SandboxLimits(timeout_s=10, memory_mb=512, filesystem="none"))
     marker = tmp_path / "ticks"

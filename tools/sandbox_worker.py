@@ -12,7 +12,8 @@ happened. Once a task has returned, its process group is killed at once and reap
 down a process with torch loaded takes 10-30 ms, which then overlaps the next task). When the
 zygote is PID 1 of its own PID namespace (started under ``unshare --pid``), it also kills every
 process a task left behind, wherever it went. The zygote exits when its parent closes the command
-pipe, also in the middle of a task (the parent died, even by SIGKILL): the task dies with it.
+pipe (the parent died, even by SIGKILL), also while it preloads and in the middle of a task: the
+task dies with it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import faulthandler
+import fcntl
 import gc
 import importlib
 import json
@@ -31,6 +33,8 @@ import signal
 import struct
 import sys
 import tempfile
+import termios
+import threading
 import time
 from typing import Any
 
@@ -546,6 +550,43 @@ def _preload(modules: list[str]) -> dict[str, str]:
     return errors
 
 
+def _preload_unless_orphaned(modules: list[str], proto_in: int) -> dict[str, str]:
+    """``_preload``, but exit at once if the parent dies meanwhile.
+
+    The parent sends nothing until the zygote says it is ready, so ``proto_in`` turning readable
+    with no bytes to read is end of file: the parent is gone (even by SIGKILL). Importing torch
+    cold takes many seconds; without this watch a zygote (and, as PID 1 of its namespace, nothing
+    else) outlived its killed parent until the imports ended. The watcher thread is joined before
+    the zygote ever forks.
+    """
+    stop_r, stop_w = os.pipe()
+
+    def watch() -> None:
+        ready, _, _ = select.select([proto_in, stop_r], [], [])
+        if proto_in in ready and stop_r not in ready and _bytes_waiting(proto_in) == 0:
+            os._exit(0)
+
+    watcher = threading.Thread(target=watch, name="parent-watch", daemon=True)
+    watcher.start()
+    try:
+        return _preload(modules)
+    finally:
+        os.write(stop_w, b"x")
+        watcher.join()
+        os.close(stop_r)
+        os.close(stop_w)
+
+
+def _bytes_waiting(fd: int) -> int:
+    """How many bytes a read of the pipe ``fd`` would get now (0 at end of file)."""
+    count = bytearray(struct.calcsize("i"))
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, count)
+    except OSError:
+        return 0
+    return int(struct.unpack("i", count)[0])
+
+
 def main() -> None:
     """Serve requests on stdin/stdout until stdin closes."""
     proto_in, proto_out = os.dup(0), os.dup(1)  # non-inheritable copies for the protocol
@@ -558,7 +599,7 @@ def main() -> None:
     sys.path[:] = [p for p in sys.path if p not in ("", here)]
     sys.path[:0] = [p for p in config.get("python_path", []) if p not in sys.path]
     work_root = config.get("work_root") or here
-    errors = _preload(list(config.get("preload", [])))
+    errors = _preload_unless_orphaned(list(config.get("preload", [])), proto_in)
     gc.collect()
     gc.freeze()  # children's collections skip (and so do not copy-on-write) the preloaded objects
     write_message(proto_out, {"event": "ready", "pid": os.getpid(), "preload_errors": errors})
