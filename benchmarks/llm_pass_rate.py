@@ -40,8 +40,13 @@ def role_llm(max_tokens: int, temperature: float = 0.3, threads: int = 2) -> dic
 
 
 def trace_wall_s(steps: list) -> float:
-    """Wall time of a run from its trace: first step start to last step end."""
-    return max(s.started_at + s.duration_s for s in steps) - min(s.started_at for s in steps) if steps else 0.0
+    """Wall time of a run from its trace: first step start to last step end in each session (a
+    resumed run's time between its sessions is not the run's)."""
+    sessions: dict[int | None, list] = {}
+    for step in steps:
+        sessions.setdefault(step.session, []).append(step)
+    return sum(max(s.started_at + s.duration_s for s in group) - min(s.started_at for s in group)
+               for group in sessions.values())
 
 
 def main(argv: list[str] | None = None) -> int:

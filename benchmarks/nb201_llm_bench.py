@@ -3,6 +3,7 @@
     python scripts/local_llm.py prepare
     python benchmarks/nb201_llm_bench.py [--runs 3] [--start 0] [--budget 100] [--runs-dir DIR]
                                          [--threads 2] [--save benchmarks/results/nb201_llm]
+    python benchmarks/nb201_llm_bench.py --resume RUN_DIR... # go on with stopped runs to their budget
     python benchmarks/nb201_llm_bench.py --report DIR        # the tables for runs already in DIR
 
 Runs can go side by side, one process each (``--start K --runs 1``), each with its own server:
@@ -48,7 +49,7 @@ from archsmith.graph.bench import BenchSpec, aggregate, load_problem, render_tab
 from archsmith.graph.bench_agents import ProblemEvaluator  # noqa: E402
 from archsmith.graph.config import config_from_dict  # noqa: E402
 from archsmith.graph.paths import RunPaths  # noqa: E402
-from archsmith.graph.run import load_history, run  # noqa: E402
+from archsmith.graph.run import load_history, resume, run  # noqa: E402
 from archsmith.graph.trace import read_steps  # noqa: E402
 from archsmith.graph.view_data import LLMRoleStats, llm_role_stats  # noqa: E402
 from archsmith.tools.tabular import TabularSpec  # noqa: E402
@@ -188,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, metavar="DIR",
                         help="also keep each run's figures as DIR/<run>.summary.json (e.g. benchmarks/results/nb201_llm); "
                              "with --report, those of the run directories it reads")
+    parser.add_argument("--resume", type=Path, nargs="+", metavar="RUN_DIR",
+                        help="go on with stopped runs (one after the other) to their budget, scored by --table; "
+                             "wall time counts each session, not the time between them")  # fmt: skip
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="print the tables for the run directories and *.summary.json files in DIR")
     args = parser.parse_args(argv)
@@ -198,16 +202,23 @@ def main(argv: list[str] | None = None) -> int:
                      runs=args.start + args.runs, methods=["rs", "rea", "agents"], seed=args.seed)  # fmt: skip
     problem, _ = load_problem(spec)
     summaries = []
-    seeds = run_seeds(args.seed, args.start + args.runs)  # the baselines' seeds, run by run
-    for index, seed in list(enumerate(seeds))[args.start :]:
-        config = config_from_dict(llm_config(args.runs_dir, index, seed, args.budget, args.time_limit, args.threads))
-        result = run(config, evaluator=ProblemEvaluator(problem))
-        summary = summarize(result.run_dir)
-        save_summary(summary, args.runs_dir)
+
+    def finished(run_dir: Path) -> None:
+        summary = summarize(run_dir)
+        save_summary(summary, run_dir.parent)
         if args.save is not None:
             save_summary(summary, args.save)
         summaries.append(summary)
         print_run(summary)
+
+    if args.resume:
+        for run_dir in args.resume:
+            finished(resume(run_dir, evaluator=ProblemEvaluator(problem)).run_dir)
+    else:
+        seeds = run_seeds(args.seed, args.start + args.runs)  # the baselines' seeds, run by run
+        for index, seed in list(enumerate(seeds))[args.start :]:
+            config = config_from_dict(llm_config(args.runs_dir, index, seed, args.budget, args.time_limit, args.threads))
+            finished(run(config, evaluator=ProblemEvaluator(problem)).run_dir)
     print_comparison(summaries, args.table, args.budget, args.seed)
     return 0
 

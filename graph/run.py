@@ -319,8 +319,15 @@ def resume(
     *,
     chat_models: Mapping[str, Any] | None = None,
     on_record: RecordListener | None = None,
+    evaluator: Evaluator | None = None,
 ) -> RunResult:
-    """Continue a stopped run from its last checkpoint with its saved configuration."""
+    """Continue a stopped run from its last checkpoint with its saved configuration.
+
+    ``chat_models`` and ``evaluator`` as in :func:`run`: a run started with an injected evaluator
+    (a bench problem's table) needs the same one to go on.
+    """
     paths = RunPaths.existing(run_dir)
     config = load_config(paths.config)
-    return _execute(paths, config, kind="resume", chat_models=chat_models, on_record=on_record)
+    return _execute(
+        paths, config, kind="resume", chat_models=chat_models, on_record=on_record, evaluator=evaluator
+    )

@@ -12,7 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from archsmith.graph.bench import BenchSpec, run_bench
-from archsmith.graph.bench_agents import run_agents
+from archsmith.graph.bench_agents import ProblemEvaluator, run_agents
+from archsmith.graph.config import load_config
+from archsmith.graph.run import resume, run
 from archsmith.graph.cli import app
 from archsmith.tools.baselines import SearchProblem
 from archsmith.tools.spaces import get_space
@@ -101,3 +103,32 @@ def test_agents_with_an_llm_generator(tmp_path):
     )
     archs = [e.arch for e in evaluations]
     assert archs[:3] == ["2120", "2121", "1120"]  # the truncated answer was retried, not executed
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_run_with_an_injected_evaluator_resumes_with_it(tmp_path):
+    """A bench run stopped half-way goes on with the table that scored its first half."""
+    problem = problem_for(write_macro_table(tmp_path / "macro.csv"))
+    settings = [f"space.settings.{key}={json.dumps(value)}" for key, value in SETTINGS.items()]
+    config = load_config(None, ["space.name=positions", f"runs_dir='{tmp_path / 'runs'}'", "seed=1",
+                                "search.max_candidates=12", "parallel.workers=1", "workflow.min_layers=1", *settings])
+    archived: list[str] = []
+
+    def stop_after_five(record: dict) -> None:
+        archived.append(record["id"])
+        if len(archived) == 5:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(config, evaluator=ProblemEvaluator(problem), on_record=stop_after_five)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    result = resume(run_dir, evaluator=ProblemEvaluator(problem))
+    valid = [r for r in result.history if r["status"] == "valid"]
+    assert len(valid) == 12 and result.sessions == 2
+    for record in valid:  # every score, before and after the stop, is the table's
+        signal, report = problem.evaluate(record["canonical"])
+        assert record["score"] == pytest.approx(signal)
+        assert record["metrics"]["test_acc"] == pytest.approx(report["test_acc"])
