@@ -121,6 +121,9 @@ class Generator(Agent):
                 return text
             if problem == IDENTICAL_TO_PARENT:
                 advice = "the child is identical to its parent: make the change asked for"
+                example = self._edit_example(strategy)
+                if example is not None:
+                    advice += f" (one change not tried yet, if unsure: {example})"
             elif problem.startswith(DUPLICATE_PREFIX):
                 advice = f"the child is a {problem}, an architecture already proposed: write one not tried yet"
             else:
@@ -128,6 +131,28 @@ class Generator(Agent):
             raise AnswerRejected(advice, text)
 
         return read
+
+    def _edit_example(self, strategy: Strategy) -> str | None:
+        """A concrete edit of the first parent whose child nobody has proposed yet, for the
+        re-ask of a child that copied its parent: small models told only "make the change" copy
+        it again, about half of the time on NAS-Bench-201 with Qwen2.5-Coder-0.5B. The model
+        still writes the child; None when no edit applies or every one tried is taken."""
+        if not strategy["parent_texts"]:
+            return None
+        parent = strategy["parent_texts"][0]
+        rng = rng_for(self.ctx.config.seed, "generator-example", strategy["candidate_id"])
+        operator = strategy.get("operator")
+        for _ in range(NOVELTY_TRIES):
+            try:
+                mutation = self.ctx.space.mutate(parent, rng, operator)
+            except ValueError:
+                if operator is None:
+                    return None
+                operator = None  # the planned operator has no site here (or is not the space's)
+                continue
+            if self.ctx.archive.owner(self.ctx.space.canonical(mutation.child)) is None:
+                return mutation.description
+        return None
 
     def no_answer(self, state: ChildState, step: StepRecord) -> dict[str, Any]:
         """fallback = "none": no child; the verifier discards it and the run goes on."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -65,7 +66,10 @@ def test_generator_is_reasked_when_its_child_equals_the_parent(toy_config):
     assert record["status"] == "valid" and record["text"] == "C8,C40"
     (generator_step,) = steps_of(result, role="generator")
     assert [e["kind"] for e in generator_step.tools["llm_errors"]] == ["rejected"]
-    assert "identical to its parent" in generator_step.prompts[2].text  # the re-ask says why
+    reask = generator_step.prompts[2].text
+    assert "identical to its parent" in reask  # the re-ask says why
+    # ... and names one concrete edit of the parent that nobody has proposed yet
+    assert re.search(r"one change not tried yet, if unsure: (add_layer|widen)\)", reask), reask
     assert generator_step.decision == "child written after 1 structural re-asks"
     assert "fallback" not in generator_step.tools
 
