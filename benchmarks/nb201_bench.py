@@ -19,10 +19,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from archsmith.graph.bench import BenchSpec, render_table, run_bench, write_outputs
-from archsmith.tools.tabular import TabularSpec
+from archsmith.graph.bench import BenchSpec, run_bench
+from archsmith.graph.bench_output import render_table, write_outputs
+from archsmith.tools.tabular import TabularSpec, builtin_table
 
-DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench201-cifar10.csv"
+DEFAULT_TABLE = builtin_table("nasbench201-cifar10")  # shipped in the package (gzip)
 
 
 def default_methods() -> list[str]:
@@ -34,7 +35,8 @@ def default_methods() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="NAS-Bench-201 CIFAR-10 CSV")
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE,
+                        help="NAS-Bench-201 CIFAR-10 CSV (default: the packaged table)")
     parser.add_argument("--methods", default=None, help="comma-separated (default: rs,rea,reinforce[,agents])")
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--runs", type=int, default=10)

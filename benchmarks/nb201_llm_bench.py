@@ -46,16 +46,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import local_llm  # noqa: E402
 from llm_pass_rate import print_llm_role_rows, role_llm, trace_wall_s  # noqa: E402
 
-from archsmith.graph.bench import BenchSpec, aggregate, load_problem, render_table, run_bench, run_seeds  # noqa: E402
+from archsmith.graph.bench import BenchSpec, aggregate, load_problem, run_bench, run_seeds  # noqa: E402
+from archsmith.graph.bench_output import render_table  # noqa: E402
 from archsmith.graph.bench_agents import ProblemEvaluator  # noqa: E402
 from archsmith.graph.config import config_from_dict  # noqa: E402
 from archsmith.graph.paths import RunPaths  # noqa: E402
 from archsmith.graph.run import load_history, resume, run  # noqa: E402
 from archsmith.graph.trace import read_steps  # noqa: E402
 from archsmith.graph.view_data import LLMRoleStats, llm_role_stats  # noqa: E402
-from archsmith.tools.tabular import TabularSpec  # noqa: E402
+from archsmith.tools.tabular import TabularSpec, builtin_table  # noqa: E402
 
-DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench201-cifar10.csv"
+DEFAULT_TABLE = builtin_table("nasbench201-cifar10")  # shipped in the package (gzip)
 
 
 def llm_config(runs_dir: Path, index: int, seed: int, budget: int, time_limit_s: float | None,
@@ -177,7 +178,8 @@ def report_existing(folder: Path, table: Path, budget: int, seed: int, save: Pat
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="NAS-Bench-201 CIFAR-10 CSV")
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE,
+                        help="NAS-Bench-201 CIFAR-10 CSV (default: the packaged table)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--start", type=int, default=0, help="first run index (one run per session: --start 1 --runs 1)")
     parser.add_argument("--budget", type=int, default=100)

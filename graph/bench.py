@@ -2,28 +2,35 @@
 
 ``run_bench(spec)`` loads the space and the table once, then runs each method ``spec.runs``
 times with the same seeds (run r of every method uses :func:`run_seeds`'s r-th seed), each
-spending ``spec.budget`` DISTINCT architectures (see :mod:`archsmith.tools.baselines`). Per run
-it records the reported test accuracy of the architecture with the best signal (validation
-accuracy) among those evaluated, the best test accuracy among them, and whether and when the
-table's best-validation architecture was evaluated. Means and stds over runs use the population
-std (numpy's default, ddof=0).
+spending ``spec.budget`` DISTINCT architectures (see :mod:`archsmith.tools.baselines`). The
+signal is the table's signal column (``valid_acc`` by default, any column with ``--signal``);
+the names ``*_valid`` below mean "of the signal". Per run it records the reported test metric of
+the architecture with the best signal among those evaluated, the best test metric among them,
+the regret (the table's best signal minus the best signal found), and whether and when the
+table's best signal was reached: the first evaluation whose signal equals the table's best, so
+every architecture tied for the best counts. Means and stds over runs use the population std
+(numpy's default, ddof=0).
 
-Methods: a registry ``name -> (problem, budget, seed) -> list[Evaluation]``. ``rs``, ``rea`` and
-``reinforce`` come from the baselines; ``agents`` is imported lazily from
-``archsmith.graph.bench_agents`` with the spec's agents options.
+Methods: a registry ``name -> (problem, budget, seed) -> list[Evaluation] | MethodRun``. ``rs``,
+``rea``, ``ea`` and ``reinforce`` come from the baselines; ``agents`` is imported lazily from
+``archsmith.graph.bench_agents`` with the spec's agents options. A method that returns a
+:class:`MethodRun` may say how many of its seconds went into its own model (a surrogate's
+fitting and prediction); the bench reports that as a share of the wall time.
+
+The outputs (results.json, the CSVs, curves.png, the rich table) are in
+:mod:`archsmith.graph.bench_output`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import math
 import random
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +47,17 @@ from archsmith.tools.baselines import (
 from archsmith.tools.spaces.base import EnumerableSpace, SpaceError, get_space
 from archsmith.tools.tabular import TabularBenchmark, TabularError, TabularSpec
 
-Method = Callable[[SearchProblem, int, int], list[Evaluation]]
+
+@dataclass(frozen=True)
+class MethodRun:
+    """What a method may return instead of its bare evaluations: ``model_seconds`` is the time
+    spent in the method's own model (fitting and predicting a surrogate), None when it has none."""
+
+    evaluations: list[Evaluation]
+    model_seconds: float | None = None
+
+
+Method = Callable[[SearchProblem, int, int], list[Evaluation] | MethodRun]
 Progress = Callable[[str, int, int], None]
 """Called as (method, runs done, runs in all), once before a method's first run and after each."""
 
@@ -79,8 +96,8 @@ class BenchSpec(BaseModel):
 
     space: str = Field("nb201", description="Registered enumerable search space.")
     space_settings: dict[str, Any] = Field(default_factory=dict)
-    table: TabularSpec
-    test_metric: str = Field("test_acc", description="Reported column used for the figures.")
+    table: TabularSpec = Field(description="The table; its signal column is what the methods see.")
+    test_metric: str = Field("test_acc", description="Reported column used for the figures (may be the signal).")
     budget: int = Field(100, ge=1, description="Distinct architectures evaluated per run.")
     runs: int = Field(10, ge=1)
     methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
@@ -96,10 +113,19 @@ class RunResult(BaseModel):
     best_valid: float | None
     best_arch: str | None
     best_test: float | None
-    evals_to_best_valid: int | None = Field(description="Index at which the table's best-valid arch came.")
+    evals_to_best_valid: int | None = Field(
+        description="Index (from 1) of the first evaluation whose signal equals the table's best signal "
+        "(any of the tied architectures); None when the run never reached it."
+    )
+    regret: float | None = Field(
+        None, description="The table's best signal minus the best signal of the run (0 when reached)."
+    )
     n_evaluations: int
     proposals: int
     wall_seconds: float
+    model_seconds: float | None = Field(
+        None, description="Seconds of the wall time spent in the method's own model, when it reports them."
+    )
     curve: list[float | None] = Field(description="Best-so-far signal after each evaluation.")
     evaluations: list[Evaluation] = Field(default_factory=list, exclude=True, repr=False)
 
@@ -111,7 +137,11 @@ class MethodResult(BaseModel):
     best_test_std: float | None
     runs_reaching_best_valid: int
     median_evals_to_best_valid: float | None
+    regret_mean: float | None = None
+    regret_std: float | None = None
+    evals_to_best_valid_mean: float | None = Field(None, description="Mean over the runs that reached the best.")
     wall_seconds: float
+    model_seconds: float | None = Field(None, description="Sum over runs, when the method reports it.")
     runs: list[RunResult]
     curve_mean: list[float | None]
     curve_std: list[float | None]
@@ -119,10 +149,12 @@ class MethodResult(BaseModel):
 
 class TableInfo(BaseModel):
     path: str
-    dataset: str
+    dataset: str | None = Field(description="None for a table with no dataset column.")
+    signal: str = Field("valid_acc", description="The column the methods see; best_valid is its best value.")
     rows: int
     best_valid_arch: str
     best_valid: float
+    best_valid_archs: int = Field(1, description="Architectures tied for the best signal (each counts as reaching it).")
     test_of_best_valid: float | None
     best_test: float
 
@@ -184,7 +216,9 @@ def run_bench(
     """Run every method of ``spec`` ``spec.runs`` times; ``methods`` adds or replaces entries."""
     resolved = {name: resolve_method(name, spec, methods) for name in spec.methods}
     problem, table = load_problem(spec)
+    signal = table.spec.signal
     best_arch, best_row = table.best()
+    best_signal = best_row[signal]
     seeds = run_seeds(spec.seed, spec.runs)
     results: dict[str, MethodResult] = {}
     for name, method in resolved.items():
@@ -193,32 +227,53 @@ def run_bench(
         runs = []
         for index, seed in enumerate(seeds):
             started = time.perf_counter()
-            evaluations = method(problem, spec.budget, seed)
+            outcome = method(problem, spec.budget, seed)
             wall = time.perf_counter() - started
-            runs.append(summarise_run(evaluations, index, seed, wall, best_arch, spec.test_metric))
+            if not isinstance(outcome, MethodRun):
+                outcome = MethodRun(list(outcome))
+            runs.append(
+                summarise_run(
+                    outcome.evaluations, index, seed, wall, best_signal, spec.test_metric, outcome.model_seconds
+                )
+            )
             if progress:
                 progress(name, index + 1, spec.runs)
         results[name] = aggregate(runs, spec.budget)
     info = TableInfo(
         path=table.source,
-        dataset=table.spec.dataset,
+        dataset=table.dataset,
+        signal=signal,
         rows=len(table),
         best_valid_arch=best_arch,
-        best_valid=best_row[table.spec.signal],
+        best_valid=best_signal,
+        best_valid_archs=sum(1 for row in table.rows.values() if reaches(row[signal], best_signal)),
         test_of_best_valid=best_row.get(spec.test_metric),
         best_test=max(row[spec.test_metric] for row in table.rows.values()),
     )
     return BenchResult(spec=spec, table=info, methods=results)
 
 
+def reaches(signal: float | None, best: float) -> bool:
+    """Whether ``signal`` is the table's best (equal up to float rounding, e.g. of a CSV round trip)."""
+    return signal is not None and (signal >= best or math.isclose(signal, best, rel_tol=1e-12, abs_tol=1e-12))
+
+
 def summarise_run(
-    evaluations: list[Evaluation], run: int, seed: int, wall: float, best_arch: str, test_metric: str
+    evaluations: list[Evaluation],
+    run: int,
+    seed: int,
+    wall: float,
+    best_signal: float,
+    test_metric: str,
+    model_seconds: float | None = None,
 ) -> RunResult:
-    """The per-run figures; only the signal picks the architecture, the test metric is read after."""
+    """The per-run figures; only the signal picks the architecture, the test metric is read after.
+    ``best_signal`` is the table's best signal: the run reaches it at the first evaluation whose
+    signal equals it, whichever of the tied architectures that is."""
     valid = [e for e in evaluations if e.signal is not None]
     chosen = max(valid, key=lambda e: e.signal, default=None)  # first of equal signals
     tests = [e.report[test_metric] for e in evaluations if test_metric in e.report]
-    reached = next((e.index for e in evaluations if e.arch == best_arch), None)
+    reached = next((e.index for e in evaluations if reaches(e.signal, best_signal)), None)
     curve: list[float | None] = []
     best: float | None = None
     for evaluation in evaluations:
@@ -233,9 +288,11 @@ def summarise_run(
         best_arch=chosen.arch if chosen else None,
         best_test=max(tests, default=None),
         evals_to_best_valid=reached,
+        regret=max(best_signal - chosen.signal, 0.0) if chosen else None,
         n_evaluations=len(evaluations),
         proposals=evaluations[-1].proposals if evaluations else 0,
         wall_seconds=wall,
+        model_seconds=model_seconds,
         curve=curve,
         evaluations=evaluations,
     )
@@ -252,7 +309,9 @@ def aggregate(runs: list[RunResult], budget: int) -> MethodResult:
     """Mean and population std over runs; curves padded with their last value up to ``budget``."""
     tobv_mean, tobv_std = _mean_std([r.test_of_best_valid for r in runs])
     test_mean, test_std = _mean_std([r.best_test for r in runs])
+    regret_mean, regret_std = _mean_std([r.regret for r in runs])
     reached = [r.evals_to_best_valid for r in runs if r.evals_to_best_valid is not None]
+    model = [r.model_seconds for r in runs if r.model_seconds is not None]
     length = max([budget, *(len(r.curve) for r in runs)])
     curves = np.full((len(runs), length), np.nan)
     for row, r in enumerate(runs):
@@ -268,123 +327,12 @@ def aggregate(runs: list[RunResult], budget: int) -> MethodResult:
         best_test_std=test_std,
         runs_reaching_best_valid=len(reached),
         median_evals_to_best_valid=float(statistics.median(reached)) if reached else None,
+        regret_mean=regret_mean,
+        regret_std=regret_std,
+        evals_to_best_valid_mean=statistics.fmean(reached) if reached else None,
         wall_seconds=sum(r.wall_seconds for r in runs),
+        model_seconds=sum(model) if model else None,
         runs=runs,
         curve_mean=[None if np.isnan(v) else float(v) for v in mean],
         curve_std=[None if np.isnan(v) else float(v) for v in std],
     )
-
-
-
-SUMMARY_COLUMNS = (
-    "test_of_best_valid_mean",
-    "test_of_best_valid_std",
-    "best_test_mean",
-    "best_test_std",
-    "runs_reaching_best_valid",
-    "median_evals_to_best_valid",
-    "wall_seconds",
-)
-RUN_COLUMNS = tuple(name for name in RunResult.model_fields if name not in ("curve", "evaluations"))
-
-
-def write_outputs(result: BenchResult, out_dir: str | Path) -> dict[str, Path]:
-    """results.json (everything), results.csv (one row per method), runs.csv (one row per run)
-    and curves.png (best-so-far signal vs evaluations)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in ("results.json", "results.csv", "runs.csv", "curves.png")}
-    paths["results.json"].write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
-    with open(paths["results.csv"], "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", *SUMMARY_COLUMNS, "runs", "budget", "std"])
-        for name, method in result.methods.items():
-            values = method.model_dump()
-            summary = [values[c] for c in SUMMARY_COLUMNS]
-            writer.writerow([name, *summary, len(method.runs), result.spec.budget, STD_NOTE])
-    with open(paths["runs.csv"], "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", *RUN_COLUMNS])
-        for name, method in result.methods.items():
-            for run in method.runs:
-                values = run.model_dump()
-                writer.writerow([name, *(values[c] for c in RUN_COLUMNS)])
-    plot_curves(result, paths["curves.png"])
-    return paths
-
-
-def plot_curves(result: BenchResult, path: Path) -> None:
-    """Mean best-so-far signal per method with a +-1 std band (matplotlib, Agg canvas)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4.5), dpi=120)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    for name, method in result.methods.items():
-        mean = np.array([np.nan if v is None else v for v in method.curve_mean])
-        std = np.array([np.nan if v is None else v for v in method.curve_std])
-        steps = np.arange(1, len(mean) + 1)
-        (line,) = axes.plot(steps, mean, label=name)
-        axes.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
-    signal = result.spec.table.signal
-    axes.axhline(result.table.best_valid, color="grey", linestyle="--", linewidth=1, label="table best")
-    axes.set_xlabel("distinct architectures evaluated")
-    axes.set_ylabel(f"best {signal} so far")
-    axes.set_title(f"{result.spec.space} / {result.table.dataset}: mean over {result.spec.runs} runs, band = ±1 std")
-    # Zoom past the first few (random) evaluations: start at the lowest mean after 10 of them.
-    anchors = [m.curve_mean[min(9, len(m.curve_mean) - 1)] for m in result.methods.values() if m.curve_mean]
-    anchors = [a for a in anchors if a is not None]
-    if anchors:
-        margin = 0.05 * max(result.table.best_valid - min(anchors), 1.0)
-        axes.set_ylim(min(anchors) - margin, result.table.best_valid + margin)
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path)
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _pm(mean: float | None, std: float | None) -> str:
-    return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
-
-
-def render_table(result: BenchResult):
-    """A rich table of the figures, one row per method."""
-    from rich.table import Table
-
-    spec, info = result.spec, result.table
-    table = Table(
-        title=f"{spec.space} on {info.dataset}: {spec.budget} distinct archs x {spec.runs} runs (seed {spec.seed})",
-        caption=(
-            f"± = {STD_NOTE}. Table: {info.rows} archs; best-valid arch {spec.table.signal} {info.best_valid:.2f}, "
-            f"{spec.test_metric} {_num(info.test_of_best_valid)}; best {spec.test_metric} {info.best_test:.2f}. "
-            f"'test' = {spec.test_metric} (never seen by the search); 'hit best valid' = runs that evaluated the "
-            "table's best-valid arch, 'median evals' = after how many evaluations (median over those runs)."
-        ),
-    )
-    short = any(r.n_evaluations < spec.budget for m in result.methods.values() for r in m.runs)
-    table.add_column("method", no_wrap=True)
-    table.add_column("test of best valid", justify="right", no_wrap=True)
-    table.add_column("best test", justify="right", no_wrap=True)
-    table.add_column("hit best valid", justify="right")
-    table.add_column("median evals", justify="right")
-    if short:  # some runs stopped early (space exhausted or proposal cap)
-        table.add_column("evals (mean)", justify="right")
-    table.add_column("wall s", justify="right")
-    for name, method in result.methods.items():
-        median = method.median_evals_to_best_valid
-        cells = [
-            name,
-            _pm(method.test_of_best_valid_mean, method.test_of_best_valid_std),
-            _pm(method.best_test_mean, method.best_test_std),
-            f"{method.runs_reaching_best_valid}/{len(method.runs)}",
-            "-" if median is None else f"{median:g}",
-        ]
-        if short:
-            cells.append(f"{statistics.fmean(r.n_evaluations for r in method.runs):.1f}")
-        table.add_row(*cells, f"{method.wall_seconds:.2f}")
-    return table

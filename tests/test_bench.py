@@ -1,7 +1,10 @@
-"""The search-method bench (graph/bench.py, graph/bench_cli.py) on a tiny generated table."""
+"""The search-method bench (graph/bench.py, graph/bench_output.py, graph/bench_cli.py) on tiny
+generated tables, a macro table with no dataset column, and the NAS-Bench-201 table in the box."""
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 import sys
 import types
@@ -15,19 +18,19 @@ from typer.testing import CliRunner
 from archsmith.graph.bench import (
     BenchError,
     BenchSpec,
+    MethodRun,
     aggregate,
-    render_table,
     resolve_method,
     run_bench,
     run_seeds,
     summarise_run,
-    write_outputs,
 )
 from archsmith.graph.bench_cli import bench
+from archsmith.graph.bench_output import render_table, write_outputs
 from archsmith.tools.baselines import Evaluation, SearchProblem, random_search
-from archsmith.tools.tabular import TabularSpec
+from archsmith.tools.tabular import TabularSpec, builtin_table
 
-REAL_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench201-cifar10.csv"
+REAL_TABLE = builtin_table("nasbench201-cifar10")
 BASELINES = ["rs", "rea", "reinforce"]
 
 
@@ -86,25 +89,42 @@ def test_bench_choices_ignore_the_test_column(tmp_path):
         assert [r.test_of_best_valid for r in first] != [r.test_of_best_valid for r in second]
 
 
+EVALUATIONS = [
+    Evaluation(1, "a", 50.0, {"test_acc": 90.0}, 1),
+    Evaluation(2, "b", 70.0, {"test_acc": 60.0}, 3),
+    Evaluation(3, "c", None, {}, 4),
+    Evaluation(4, "d", 70.0, {"test_acc": 10.0}, 4),
+]
+
+
 def test_summary_uses_signal_then_reads_test():
-    evaluations = [
-        Evaluation(1, "a", 50.0, {"test_acc": 90.0}, 1),
-        Evaluation(2, "b", 70.0, {"test_acc": 60.0}, 3),
-        Evaluation(3, "c", None, {}, 4),
-        Evaluation(4, "d", 70.0, {"test_acc": 10.0}, 4),
-    ]
-    run = summarise_run(evaluations, 0, 5, 0.1, "d", "test_acc")
+    run = summarise_run(EVALUATIONS, 0, 5, 0.1, 80.0, "test_acc")
     assert (run.best_arch, run.test_of_best_valid, run.best_test) == ("b", 60.0, 90.0)
-    assert run.evals_to_best_valid == 4 and run.proposals == 4
-    assert run.curve == [50.0, 70.0, 70.0, 70.0]
-    other = summarise_run(evaluations[:2], 1, 6, 0.1, "d", "test_acc")
+    assert run.evals_to_best_valid is None and run.regret == 10.0 and run.proposals == 4
+    assert run.curve == [50.0, 70.0, 70.0, 70.0] and run.model_seconds is None
+    other = summarise_run(EVALUATIONS[:1], 1, 6, 0.1, 80.0, "test_acc")
     summary = aggregate([run, other], budget=4)
-    assert summary.test_of_best_valid_mean == 60.0 and summary.test_of_best_valid_std == 0.0
-    assert summary.best_test_std == 0.0 and summary.runs_reaching_best_valid == 1
-    assert summary.median_evals_to_best_valid == 4.0
-    assert summary.curve_mean == [50.0, 70.0, 70.0, 70.0]  # the short run is padded with its last value
-    three = summarise_run([Evaluation(1, "x", 1.0, {"test_acc": 70.0}, 1)], 2, 7, 0.1, "d", "test_acc")
-    assert aggregate([run, other, three], 4).test_of_best_valid_std == pytest.approx((200 / 9) ** 0.5)  # ddof=0
+    assert summary.test_of_best_valid_mean == 75.0 and summary.test_of_best_valid_std == 15.0
+    assert summary.best_test_std == 0.0 and summary.runs_reaching_best_valid == 0
+    assert summary.median_evals_to_best_valid is None and summary.evals_to_best_valid_mean is None
+    assert (summary.regret_mean, summary.regret_std) == (20.0, 10.0)  # population std, ddof=0
+    assert summary.curve_mean == [50.0, 60.0, 60.0, 60.0]  # the short run is padded with its last value
+    assert summary.model_seconds is None
+
+
+def test_every_arch_tied_for_the_best_signal_counts_as_reaching_it():
+    # "b" and "d" tie for the table's best signal 70: the run reaches it with "b", at evaluation 2,
+    # whichever of the two the table's best() names.
+    run = summarise_run(EVALUATIONS, 0, 5, 0.1, 70.0, "test_acc", model_seconds=0.02)
+    assert run.evals_to_best_valid == 2 and run.regret == 0.0 and run.model_seconds == 0.02
+    late = summarise_run([EVALUATIONS[0], EVALUATIONS[3]], 1, 6, 0.3, 70.0, "test_acc", model_seconds=0.01)
+    missed = summarise_run(EVALUATIONS[:1], 2, 7, 0.1, 70.0, "test_acc")
+    summary = aggregate([run, late, missed], budget=4)
+    assert late.evals_to_best_valid == 4  # "d" (the record's own index), the other tied arch
+    assert summary.runs_reaching_best_valid == 2 and summary.median_evals_to_best_valid == 3.0
+    assert summary.evals_to_best_valid_mean == 3.0
+    assert summary.regret_mean == pytest.approx(20 / 3) and summary.regret_std == pytest.approx((800 / 9) ** 0.5)
+    assert summary.model_seconds == pytest.approx(0.03) and summary.wall_seconds == pytest.approx(0.5)
 
 
 def test_outputs_written(grid_table, tmp_path):
@@ -117,7 +137,10 @@ def test_outputs_written(grid_table, tmp_path):
         "runs_reaching_best_valid", "median_evals_to_best_valid", "wall_seconds", "runs",
     }
     assert keys <= set(data["methods"]["rs"])
-    assert len(data["methods"]["rs"]["runs"]) == 3 and "test_of_best_valid" in data["methods"]["rs"]["runs"][0]
+    keys |= {"regret_mean", "regret_std", "evals_to_best_valid_mean", "model_seconds"}
+    assert keys <= set(data["methods"]["rs"])
+    first = data["methods"]["rs"]["runs"][0]
+    assert len(data["methods"]["rs"]["runs"]) == 3 and {"test_of_best_valid", "regret", "model_seconds"} <= set(first)
     assert "ddof=0" in data["std"] and data["spec"]["budget"] == 10
     summary = paths["results.csv"].read_text().splitlines()
     assert summary[0].startswith("method,test_of_best_valid_mean") and len(summary) == 3
@@ -202,21 +225,105 @@ def test_cli_missing_table_exit_2(tmp_path):
     assert result.exit_code == 2 and "not found" in result.output
 
 
-def test_cli_requires_table():
-    result = CliRunner().invoke(cli_app(), ["bench", "--methods", "rs"], terminal_width=200)
-    assert result.exit_code == 2 and "--table is required" in result.output
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--space", "grid"], "no table ships for space 'grid'"),
+        (["--dataset", "cifar100"], "no table ships for space 'nb201' and dataset 'cifar100'"),
+    ],
+)
+def test_cli_requires_a_table_where_none_ships(extra, message):
+    result = CliRunner().invoke(cli_app(), ["bench", "--methods", "rs", *extra], terminal_width=200)
+    assert result.exit_code == 2 and "--table is required" in result.output and message in result.output
+
+
+def test_cli_uses_the_packaged_nasbench201_table(tmp_path):
+    args = ["bench", "--space", "nb201", "--dataset", "cifar10", "--budget", "5", "--runs", "1", "--methods", "rs",
+            "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli_app(), args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    table = json.loads((tmp_path / "results.json").read_text())["table"]
+    assert table["path"] == "builtin:nasbench201-cifar10" and table["rows"] == 15625
+    assert (table["dataset"], table["signal"], table["best_valid"]) == ("cifar10", "valid_acc", 91.606667)
+    assert table["test_of_best_valid"] == 94.373333
+
+
+def write_macro_table(path: Path, length: int = 8, free: int = 3) -> tuple[Path, int]:
+    """NAS-Bench-Macro's shape: arch,test_acc,params_m,flops_m and no dataset column. Additive: 5 points
+    per leading position that matches a target; the last ``free`` positions do not matter, so
+    3 ** free archs tie for the best. Returns the path and the number of tied archs."""
+    target = [2, 0, 1, 1, 2, 0, 1, 2][: length - free]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["arch", "test_acc", "params_m", "flops_m"])
+        for digits in itertools.product(range(3), repeat=length):
+            score = 60.0 + 5.0 * sum(d == t for d, t in zip(digits, target))
+            writer.writerow(["".join(map(str, digits)), f"{score:.2f}", f"{0.1 * sum(digits):.2f}", 10 * sum(digits)])
+    return path, 3**free
+
+
+MACRO = ["--space", "positions", "--space-setting", "length=8", "--space-setting", 'options=["0","1","2"]']
+
+
+def test_cli_bench_on_a_macro_table_with_no_dataset_column(tmp_path):
+    table, tied = write_macro_table(tmp_path / "macro.csv")
+    out = tmp_path / "out"
+    args = ["bench", *MACRO, "--table", str(table), "--signal", "test_acc", "--budget", "40", "--runs", "3",
+            "--methods", "rs,rea,ea,agents", "--out", str(out)]
+    result = CliRunner().invoke(cli_app(), args, terminal_width=80)
+    assert result.exit_code == 0, result.output
+    assert "regret" in result.output and "wall time agents:" in result.output and "27 archs tied" in result.output
+    data = json.loads((out / "results.json").read_text())
+    info = data["table"]
+    assert (info["dataset"], info["signal"], info["rows"], info["best_valid"]) == (None, "test_acc", 3**8, 85.0)
+    assert info["best_valid_archs"] == tied and data["spec"]["table"]["signal"] == "test_acc"
+    reached_by_another_tie = False
+    for name in ("rs", "rea", "ea", "agents"):
+        method = data["methods"][name]
+        runs = method["runs"]
+        for run in runs:
+            assert run["regret"] == pytest.approx(85.0 - run["best_valid"])
+            assert run["test_of_best_valid"] == run["best_valid"]  # the signal is the test column
+            first = next((i + 1 for i, best in enumerate(run["curve"]) if best == 85.0), None)
+            assert run["evals_to_best_valid"] == first
+            assert (first is not None) == (run["regret"] == 0.0)
+            if first is not None and run["best_arch"] != info["best_valid_arch"]:
+                reached_by_another_tie = True
+        assert method["regret_mean"] == pytest.approx(sum(r["regret"] for r in runs) / len(runs))
+        reached = [r["evals_to_best_valid"] for r in runs if r["evals_to_best_valid"] is not None]
+        assert method["runs_reaching_best_valid"] == len(reached)
+        assert method["evals_to_best_valid_mean"] == (pytest.approx(sum(reached) / len(reached)) if reached else None)
+        if name != "agents":  # a method with a model of its own may report its time; the baselines have none
+            assert method["model_seconds"] is None
+        assert method["model_seconds"] is None or 0 <= method["model_seconds"] <= method["wall_seconds"]
+    assert reached_by_another_tie  # a tie for the best signal counts as reaching the best
+    assert data["methods"]["rea"]["runs_reaching_best_valid"] >= 1
+    assert data["methods"]["rea"]["regret_mean"] < data["methods"]["rs"]["regret_mean"]
+
+
+def test_cli_dataset_for_a_table_without_a_dataset_column_is_an_error(tmp_path):
+    table, _ = write_macro_table(tmp_path / "macro.csv", length=4, free=1)
+    args = ["bench", "--space", "positions", "--space-setting", "length=4", "--space-setting", 'options=["0","1","2"]',
+            "--table", str(table), "--signal", "test_acc", "--dataset", "cifar10", "--runs", "1", "--methods", "rs"]
+    result = CliRunner().invoke(cli_app(), args, terminal_width=240)
+    assert result.exit_code == 2, result.output
+    assert "dataset 'cifar10' was asked for, but the table has no dataset column 'dataset'" in result.output
+
+
+def test_a_method_reports_its_model_time_as_a_share_of_the_wall_time(grid_table):
+    def modelled(problem: SearchProblem, budget: int, seed: int) -> MethodRun:
+        return MethodRun(fake_agents(problem, budget, seed), model_seconds=0.0)
+
+    result = run_bench(grid_spec(grid_table, methods=["rs", "modelled"]), methods={"modelled": modelled})
+    assert result.methods["modelled"].model_seconds == 0.0 and result.methods["rs"].model_seconds is None
+    assert all(r.model_seconds == 0.0 for r in result.methods["modelled"].runs)
+    table = render_table(result)
+    assert table.columns[-1].header == "model"
+    assert list(table.columns[-1].cells) == ["-", "0%"]
 
 
 @pytest.mark.slow
 def test_baselines_on_nasbench201_cifar10():
-    if not REAL_TABLE.is_file():
-        pytest.skip(f"{REAL_TABLE} is absent")
-    from archsmith.tools.spaces import get_space
-
-    try:
-        get_space("nb201")
-    except KeyError:
-        pytest.skip("the nb201 space is not available")
     spec = BenchSpec(space="nb201", table=TabularSpec(path=str(REAL_TABLE)), budget=30, runs=3, methods=BASELINES)
     result = run_bench(spec)
     assert result.table.rows == 15625
