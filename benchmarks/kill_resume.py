@@ -51,8 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archsmith.tools.tabular import builtin_table
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TABLE = ROOT.parent / "shared" / "data" / "nasbench201-cifar10.csv"
+DEFAULT_TABLE = builtin_table("nasbench201-cifar10")  # shipped in the package (gzip)
 CLI = "from archsmith.graph.cli import main; main()"
 # Launchers that wrap the checkpointer in the launched process only (the product reads no hook).
 # KILL_AT_COMMIT: SIGKILL inside the K-th SQLite transaction of the checkpointer, after its

@@ -44,10 +44,11 @@ import torch.nn.functional as F
 from archsmith.tools.datasets import ImageData, load_dataset
 from archsmith.tools.ranking import kendall_tau
 from archsmith.tools.spaces import get_space
+from archsmith.tools.tabular import TabularBenchmark, TabularSpec, builtin_table
 from archsmith.tools.training import TrainSettings, resolve_settings, train_model
 from archsmith.tools.training_augment import default_crop_padding
 
-DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench201-cifar10.csv"
+DEFAULT_TABLE = builtin_table("nasbench201-cifar10")  # shipped in the package (gzip)
 BEST_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|"
 
@@ -209,12 +210,10 @@ def _tau_text(tau: float | None) -> str:
 
 
 def fidelity_table(cifar10: Path, table: Path, cells: int, seed: int, device: str, preset: str) -> None:
-    import csv
-
     from archsmith.tools.datasets import DataError
 
-    with table.open() as handle:
-        rows = {r["arch"]: float(r["valid_acc"]) for r in csv.DictReader(handle) if r["dataset"] == "cifar10"}
+    bench = TabularBenchmark.load(TabularSpec(path=str(table), dataset="cifar10"))  # .csv or .csv.gz
+    rows = {arch: row["valid_acc"] for arch, row in bench.rows.items()}
     chosen = random.Random(seed).sample(sorted(rows), cells)
     try:
         data = load_dataset({"name": "cifar10", "path": str(cifar10)})

@@ -18,10 +18,10 @@ from archsmith.graph.run import resume, run
 from archsmith.graph.cli import app
 from archsmith.tools.baselines import SearchProblem
 from archsmith.tools.spaces import get_space
-from archsmith.tools.tabular import TabularBenchmark, TabularSpec
+from archsmith.tools.tabular import TabularBenchmark, TabularSpec, builtin_table
 
 SETTINGS = {"length": 4, "options": ["0", "1", "2"]}
-REAL_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench201-cifar10.csv"
+REAL_TABLE = builtin_table("nasbench201-cifar10")
 
 
 def write_macro_table(path: Path, test_column: str = "shifted") -> Path:
@@ -81,8 +81,6 @@ def test_a_new_tabular_benchmark_needs_only_its_csv_and_a_space_spec(tmp_path):
 
 @pytest.mark.slow
 def test_bench_with_agents_on_nasbench201_cifar10():
-    if not REAL_TABLE.is_file():
-        pytest.skip(f"{REAL_TABLE} is absent")
     spec = BenchSpec(space="nb201", table=TabularSpec(path=str(REAL_TABLE)), budget=30, runs=2,
                      methods=["rs", "agents"])
     result = run_bench(spec)

@@ -26,9 +26,10 @@ import pytest
 
 import archsmith
 from archsmith.graph.paths import RunInUseError, RunPaths
+from archsmith.tools.tabular import builtin_table
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE = ROOT.parents[0] / "shared" / "data" / "nasbench201-cifar10.csv"
+TABLE = builtin_table("nasbench201-cifar10")  # shipped in the package
 CANDIDATES = 24
 TESTS_DIR = str(Path(__file__).resolve().parent)
 
@@ -43,7 +44,6 @@ def _load_harness():
 
 
 kr = _load_harness()
-needs_table = pytest.mark.skipif(not TABLE.is_file(), reason=f"no NAS-Bench-201 table at {TABLE}")
 
 
 def tabular(runs_dir: Path) -> list[str]:
@@ -66,7 +66,6 @@ def resume_and_check(run_dir: Path, log: Path, expected: int, seen: list[dict]) 
     assert kr.check_run(run_dir, expected, seen) == []
 
 
-@needs_table
 def test_killed_between_candidates(tmp_path):
     log = tmp_path / "log.txt"
     proc = kr.start_run(tabular(tmp_path / "runs"), log)
@@ -83,7 +82,6 @@ def test_killed_between_candidates(tmp_path):
 # writes of that step's tasks were saved. Steps: -1 the input (nothing checkpointed yet: the resume
 # starts from scratch), 1 + 3k a navigator, 2 + 3k the children, 3 + 3k an archive (history.jsonl
 # already written). ("commit", K) kills inside the K-th SQLite transaction, before its commit.
-@needs_table
 @pytest.mark.parametrize(
     "kill",
     [
@@ -106,7 +104,6 @@ def test_killed_inside_a_checkpoint_write(tmp_path, kill):
     resume_and_check(run_dir, log, CANDIDATES, seen)
 
 
-@needs_table
 def test_a_killed_resume_resumes_again(tmp_path):
     log = tmp_path / "log.txt"
     proc = kr.start_run(tabular(tmp_path / "runs"), log, ("checkpoint", 4))
@@ -122,7 +119,6 @@ def test_a_killed_resume_resumes_again(tmp_path):
 
 
 @pytest.mark.slow
-@needs_table
 def test_random_kill_points(tmp_path):
     reference = kr.reference_run(_mkdir(tmp_path / "reference"), tabular)
     rng = random.Random(7)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import random
 import subprocess
 import sys
 from collections import Counter
 from itertools import islice
-from pathlib import Path
 
 import pytest
 
 from archsmith.tools.spaces import EnumerableSpace, SearchSpace, get_space
 from archsmith.tools.spaces.nb201 import OPS, NB201Space
+from archsmith.tools.tabular import builtin_table
 
-TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench201-cifar10.csv"
+TABLE = builtin_table("nasbench201-cifar10")  # the NAS-Bench-201 CIFAR-10 table shipped in the package
 CELL = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
 ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
 DEAD = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|none~0|none~1|none~2|"
@@ -31,9 +32,7 @@ def space() -> NB201Space:
 
 @pytest.fixture(scope="module")
 def table_rows() -> list[dict[str, str]]:
-    if not TABLE.is_file():
-        pytest.skip(f"NAS-Bench-201 table not found at {TABLE}")
-    with open(TABLE, newline="", encoding="utf-8") as handle:
+    with gzip.open(TABLE, "rt", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     return rows[::997]  # 16 rows spread over the table
 
