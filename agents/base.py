@@ -11,6 +11,9 @@ When the ``llm`` policy gets no usable answer (:meth:`Agent.ask_llm` raises
 every role: with ``roles.<role>.fallback = "algorithmic"`` (the default) the role's algorithmic
 policy runs for that step, which the step's ``tools["fallback"]`` records; with ``"none"`` the
 role's :meth:`Agent.no_answer` gives its "nothing" update (generator: no child; repairs: no change).
+
+Every step records the phase it ran in (``StepRecord.phase``), set here whatever path the step
+takes: a child role's from its strategy, the navigator's from the phase it plans.
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ class Agent:
             policy=self.policy,
             generation=state.get("generation"),
             candidate_id=strategy.get("candidate_id"),
+            phase=strategy.get("phase") if self.scope == "child" else state.get("phase"),
         )
         started = time.perf_counter()
         try:
@@ -131,6 +135,8 @@ class Agent:
                     update = self._without_answer(state, step, nothing)
             else:
                 update = self.algorithmic(state, step)
+            if self.scope == "search" and isinstance(update, dict) and update.get("phase"):
+                step.phase = update["phase"]  # the phase this step planned for
         except Exception as error:
             step.error = f"{type(error).__name__}: {error}"
             raise
@@ -144,7 +150,9 @@ class Agent:
             step.tools["fallback"] = "none"
             return self.no_answer(state, step)
         step.tools["fallback"] = f"algorithmic after {nothing.failures} failures"
+        asked = dict(step.inputs)  # what the model was given stays beside the algorithmic policy's inputs
         update = self.algorithmic(state, step)
+        step.inputs = {**asked, **step.inputs}
         step.decision = f"{step.decision or ''} [algorithmic fallback]".strip()
         return update
 

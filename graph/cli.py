@@ -347,7 +347,7 @@ def _print_step(record) -> None:
     console.print(f"decision: {record.decision}")
     if record.error:
         console.print(f"[red]error: {record.error}[/red]")
-    console.print(f"duration: {record.duration_s:.3f} s   tokens: {record.tokens}")
+    console.print(f"phase: {record.phase or '-'}   duration: {record.duration_s:.3f} s   tokens: {record.tokens}")
     console.rule("inputs")
     console.print_json(json.dumps(record.inputs, default=str))
     for prompt in record.prompts:

@@ -85,7 +85,7 @@ def make_evaluate(ctx: RunContext):
         record.update(params=verdict.get("params"), macs=verdict.get("macs"), flops=verdict.get("flops"))
         step = StepRecord(node="evaluate", role="evaluate", generation=record["generation"],
                           candidate_id=record["id"], inputs={"text": record["text"]},
-                          policy=ctx.evaluator.name)
+                          policy=ctx.evaluator.name, phase=record["phase"])
         started = time.perf_counter()
         cached = _cached_score(ctx, record)
         details: dict[str, Any] = {}
@@ -126,7 +126,8 @@ def make_discard(ctx: RunContext):
                       discard_stage=verdict.get("stage") or "generate",
                       params=verdict.get("params"), macs=verdict.get("macs"), flops=verdict.get("flops"))
         ctx.trace.record(StepRecord(node="discard", role="discard", generation=record["generation"],
-                                    candidate_id=record["id"], decision=record["discard_reason"]))
+                                    candidate_id=record["id"], decision=record["discard_reason"],
+                                    phase=record["phase"]))
         if record["text"]:
             _save_candidate(ctx, record, {"verdict": verdict, "notes": state.get("notes", [])})
         return {"history": [record]}
@@ -189,7 +190,7 @@ def make_archive(ctx: RunContext):
         elif search.time_limit_s is not None and elapsed >= search.time_limit_s:
             stop = f"time limit of {search.time_limit_s:.0f} s reached"
         ctx.trace.record(StepRecord(node="archive", role="archive", generation=generation,
-                                    decision=stop or "continue",
+                                    decision=stop or "continue", phase=state.get("phase"),
                                     parsed={"best": best["id"] if best else None, "archived": [r["id"] for r in new]}))
         return {"elapsed_s": elapsed, "stop_reason": stop, "plans": []}
 

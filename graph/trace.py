@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS steps (
     session INTEGER NOT NULL,
     generation INTEGER,
     candidate_id TEXT,
+    phase TEXT,
     node TEXT NOT NULL,
     role TEXT NOT NULL,
     policy TEXT,
@@ -44,6 +45,8 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 _JSON_COLUMNS = ("inputs", "prompts", "answers", "parsed", "tools", "tokens")
+# Columns added after the first release, each with its type: older trace files get them on open.
+_ADDED_COLUMNS = {"phase": "TEXT"}
 
 
 class PromptRecord(BaseModel):
@@ -60,6 +63,7 @@ class StepRecord(BaseModel):
     policy: str | None = None
     generation: int | None = None
     candidate_id: str | None = None
+    phase: str | None = None  # the search phase the step ran in (exploration, refinement)
     started_at: float = Field(default_factory=time.time)
     duration_s: float = 0.0
     decision: str | None = None
@@ -84,8 +88,20 @@ class TraceStore:
         self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(_SCHEMA)
+        self._add_missing_columns()
         self._conn.commit()
         self.session: int | None = None
+
+    def _add_missing_columns(self) -> None:
+        """Bring a trace written by an older version up to this schema (read-only files are read as
+        they are: a missing column reads as None)."""
+        present = {row[1] for row in self._conn.execute("PRAGMA table_info(steps)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                try:
+                    self._conn.execute(f"ALTER TABLE steps ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError:  # read-only, or another process added it meanwhile
+                    pass
 
     def start_session(self, kind: str, sandbox: str) -> int:
         with self._lock, self._conn:

@@ -357,3 +357,98 @@ def test_classification_without_a_server():
     assert classify_error(TimeoutError()) == "timeout"
     assert classify_error(type("Unauthorized", (Exception,), {"status_code": 401})()) == "client_error"
     assert classify_error(StopIteration()) == "exhausted"
+
+
+# ----------------------------------------------------------------------------- phases
+
+
+def _children(*texts: str) -> list[str]:
+    return [block(text) for text in texts]
+
+
+def _phase_models(path: str):
+    """Fake chat models for the exploration ("small") and refinement ("large") phases whose
+    answers send every generator step down one path."""
+    import itertools
+
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    class Refused(GenericFakeChatModel):
+        def _generate(self, *args, **kwargs):
+            raise ConnectionRefusedError("[Errno 111] Connection refused")
+
+    def model(widths: list[int]):
+        texts = [f"C8,C{width}" for width in widths]
+        if path == "answer":
+            answers = _children(*texts)
+        elif path == "reask":  # garbage first, a child on the re-ask
+            answers = [a for text in texts for a in (garbage().text, block(text))]
+        elif path == "fallback":  # unusable answers until the re-asks are spent
+            return GenericFakeChatModel(messages=itertools.repeat(garbage().text))
+        else:  # endpoint failures
+            return Refused(messages=iter([]))
+        return GenericFakeChatModel(messages=iter(answers))
+
+    return {"small": model([24, 32, 40, 48, 56, 64]), "large": model([72, 80, 88, 96, 104, 112])}
+
+
+@pytest.mark.parametrize(("path", "fallback"), [("answer", "algorithmic"), ("reask", "algorithmic"),
+                                                ("fallback", "algorithmic"), ("endpoint", "algorithmic"),
+                                                ("endpoint", "none")])
+def test_every_step_records_its_phase_whatever_path_it_took(toy_config, path, fallback):
+    """PhaseNAS: exploration on the small model, refinement on the large one. Every step (the
+    navigator's, each child role's, the tool nodes') says which phase it ran in, whether the
+    model answered, was re-asked, failed, or its endpoint did (and the role fell back or not)."""
+    config = toy_config(
+        search={"max_candidates": 4, "children_per_generation": 2, "max_children": 8},
+        phases={"enabled": True, "transition_after": 0.5, "exploration_model": "small", "refinement_model": "large"},
+        roles={"generator": {"policy": "llm", "fallback": fallback,
+                             "llm": {"max_retries": 1, "max_endpoint_retries": 1, "backoff_s": 0.01,
+                                     "backoff_max_s": 0.02}}},
+    )
+    result = archsmith.run(config, chat_models=_phase_models(path))
+    assert result.finished
+    steps = steps_of(result)
+    assert steps and all(step.phase in ("exploration", "refinement") for step in steps), \
+        [(step.node, step.phase) for step in steps if step.phase is None]
+    planned = {plan["candidate_id"]: plan["phase"] for step in steps if step.role == "navigator"
+               for plan in step.parsed}
+    generator = [step for step in steps if step.role == "generator"]
+    # with no child at all (fallback = "none", every call refused) the search never leaves exploration
+    phases = {"exploration"} if fallback == "none" else {"exploration", "refinement"}
+    assert {step.phase for step in generator} == phases
+    for step in generator:
+        assert step.phase == planned[step.candidate_id]
+        assert step.tools["llm_model"] == {"exploration": "small", "refinement": "large"}[step.phase]
+        assert step.inputs["phase"] == step.phase  # what the model was told, kept on a fallback too
+        errors = kinds(step)
+        if path == "answer":
+            assert not errors and step.parsed
+        elif path == "reask":
+            assert errors == ["unparseable"] and "fallback" not in step.tools
+        elif path == "fallback":
+            assert errors == ["unparseable", "unparseable"] and step.tools["fallback"].startswith("algorithmic")
+        else:
+            assert errors == ["connection", "connection"]
+            assert step.tools["fallback"] == ("none" if fallback == "none" else "algorithmic after 2 failures")
+    for record in result.history:
+        assert record["phase"] == planned[record["id"]]
+
+
+def test_a_trace_written_before_steps_had_a_phase_still_opens(tmp_path):
+    import sqlite3
+
+    from archsmith.graph.trace import StepRecord, TraceStore
+
+    db = tmp_path / "trace.sqlite"
+    with sqlite3.connect(db) as old:  # the steps table as the first release wrote it
+        old.execute("CREATE TABLE steps (id INTEGER PRIMARY KEY AUTOINCREMENT, session INTEGER NOT NULL, "
+                    "generation INTEGER, candidate_id TEXT, node TEXT NOT NULL, role TEXT NOT NULL, policy TEXT, "
+                    "started_at REAL NOT NULL, duration_s REAL NOT NULL, decision TEXT, inputs TEXT, prompts TEXT, "
+                    "answers TEXT, parsed TEXT, tools TEXT, tokens TEXT, error TEXT)")
+        old.execute("INSERT INTO steps (session, node, role, started_at, duration_s) VALUES (1, 'generator', "
+                    "'generator', 0, 0)")
+    store = TraceStore(db)
+    store.record(StepRecord(node="generator", role="generator", phase="refinement"))
+    assert [step.phase for step in store.steps()] == [None, "refinement"]
+    store.close()

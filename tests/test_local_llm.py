@@ -106,5 +106,5 @@ def test_phasenas_small_then_large_model(llm_server, toy_config):
     )
     result = archsmith.run(config)
     assert result.finished
-    used = {(step.inputs.get("phase"), step.tools.get("llm_model")) for step in role_steps(result, "generator")}
+    used = {(step.phase, step.tools.get("llm_model")) for step in role_steps(result, "generator")}
     assert ("exploration", SMALL) in used and ("refinement", CODER) in used
