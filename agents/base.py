@@ -201,6 +201,7 @@ class Agent:
             parse=parse,
             prompts=prompts,
             policy=RetryPolicy.from_settings(settings),
+            server=self.ctx.servers.get(self.role),
         )
         traced = exchange_trace(exchange)
         step.prompts.extend(traced["prompts"])
@@ -214,8 +215,14 @@ class Agent:
             step.tools["llm_backoff_s"] = round(step.tools.get("llm_backoff_s", 0.0) + traced["backoff_s"], 3)
         if traced["errors"]:
             step.tools.setdefault("llm_errors", []).extend(traced["errors"])
+        if traced["server_crashes"]:
+            step.tools.setdefault("llm_server_crashes", []).extend(traced["server_crashes"])
         if result is None:
             step.error = f"no usable LLM answer after {exchange.failures} failures"
+            if exchange.crashes:
+                step.error += f"; {exchange.crashes[-1].headline}"
+            elif "server_down" in exchange.kinds():
+                step.error += "; its managed server is down (max_restarts used up), not asked"
             raise NoUsableAnswer(self.role, exchange.failures, exchange.kinds(), exchange.last_rejected)
         return result
 

@@ -11,6 +11,11 @@
   re-asked up to ``max_retries`` times, telling the model what was wrong. It never raises for
   either: the caller gets ``None`` and the exchange (every prompt, answer, classified failure,
   token count) for the trace.
+* With a managed server (agents/servers.py) behind the endpoint, a failed request whose server
+  process has died is a ``server_crashed`` failure, not an endpoint fault: it names the exit code
+  or signal and carries the server's last log lines; the server is restarted (``max_restarts``)
+  and the request sent again, without a backoff and without using an endpoint retry. Once the
+  server is given up on, every later ask fails at once as ``server_down``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -32,6 +37,9 @@ from archsmith.agents.answers import AnswerError, AnswerRejected
 from archsmith.agents.prompts import PromptLoader
 from archsmith.graph.config import LLMSettings
 from archsmith.graph.trace import PromptRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from archsmith.agents.servers import ManagedServer, ServerCrash
 
 T = TypeVar("T")
 ModelFactory = Callable[[str, LLMSettings], BaseChatModel]
@@ -49,10 +57,15 @@ FailureKind = Literal[
     "truncated",  # cut off (max_tokens reached, an unclosed ``` block, an unclosed JSON object)
     "unparseable",  # an answer in the wrong shape
     "rejected",  # well-formed, but refused by the role's own checks (e.g. a child equal to its parent)
+    "server_crashed",  # the managed server's process died during the request (exit code or signal)
+    "server_down",  # the managed server was given up on (max_restarts used up): not asked
 ]
 ENDPOINT_RETRIED: frozenset[str] = frozenset(
     {"connection", "timeout", "rate_limited", "server_error", "malformed", "error"}
 )
+# How long a managed server whose connection dropped may take to be seen as exited (the kernel
+# closes its sockets before its watchdog reports the exit).
+SERVER_EXIT_WAIT_S = 2.0
 
 
 class LLMUnavailable(RuntimeError):
@@ -290,6 +303,7 @@ class LLMExchange:
     wait_s: float = 0.0  # waiting for the model
     backoff_s: float = 0.0  # sleeping between retries
     last_rejected: Any = None  # what the last refused answer read as (AnswerRejected.value)
+    crashes: list[ServerCrash] = field(default_factory=list)  # managed-server crashes met (server_crashed)
 
     @property
     def failures(self) -> int:
@@ -332,8 +346,13 @@ def ask(
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    server: ManagedServer | None = None,
 ) -> tuple[T | None, LLMExchange]:
-    """Ask, parse, retry within ``policy``; ``None`` when no attempt gave a usable answer."""
+    """Ask, parse, retry within ``policy``; ``None`` when no attempt gave a usable answer.
+
+    ``server``: the managed server behind the endpoint, whose crashes are told from endpoint
+    faults (and restarted) rather than retried as such.
+    """
     policy = policy or RetryPolicy()
     if max_retries is not None:
         policy = RetryPolicy(**{**asdict(policy), "max_retries": max_retries})
@@ -342,8 +361,12 @@ def ask(
     messages: list[BaseMessage] = [SystemMessage(system.text), HumanMessage(user.text)]
     endpoint_failures = answer_failures = 0
     while True:
+        if server is not None and server.down is not None:  # its crash is in the trace of the step that met it
+            exchange.errors.append(LLMFailure("server_down", f"not asked: {server.down.headline}", exchange.attempts))
+            break
         exchange.attempts += 1
         attempt = exchange.attempts
+        incarnation = server.incarnation if server is not None else 0
         started = time.perf_counter()
         try:
             reply = invoke_with_timeout(chat_model, messages, policy.timeout_s)
@@ -354,6 +377,14 @@ def ask(
                 exchange.errors.append(LLMFailure(kind, "the model produced no answer (its script ran out)", attempt))
                 break
             message = describe_error(error)
+            crash = _server_crash(server, incarnation, kind)
+            if crash is not None:
+                exchange.crashes.append(crash)
+                failure = f"{crash.message}\n(the request: {message})"
+                exchange.errors.append(LLMFailure("server_crashed", failure, attempt))
+                if crash.restarted:
+                    continue  # the same request, to the new process
+                break
             if kind not in ENDPOINT_RETRIED:
                 exchange.errors.append(LLMFailure(kind, f"{message}; not retried", attempt))
                 break
@@ -391,6 +422,13 @@ def ask(
     return None, exchange
 
 
+def _server_crash(server: ManagedServer | None, incarnation: int, kind: FailureKind) -> ServerCrash | None:
+    """The managed server's crash behind an endpoint failure, if it died (see ManagedServer.after_failure)."""
+    if server is None or kind not in ENDPOINT_RETRIED:
+        return None
+    return server.after_failure(incarnation, SERVER_EXIT_WAIT_S if kind == "connection" else 0.0)
+
+
 def exchange_trace(exchange: LLMExchange | None) -> dict[str, Any]:
     """The parts of an exchange that go into a StepRecord."""
     if exchange is None:
@@ -403,4 +441,5 @@ def exchange_trace(exchange: LLMExchange | None) -> dict[str, Any]:
         "attempts": exchange.attempts,
         "wait_s": round(exchange.wait_s, 3),
         "backoff_s": round(exchange.backoff_s, 3),
+        "server_crashes": [crash.as_dict() for crash in exchange.crashes],
     }

@@ -40,6 +40,9 @@ def summary_table(result) -> Table:
         table.add_row("pass rate (valid / generated)", f"{counts['valid'] / counts['generated']:.1%}")
     table.add_row("wall time", f"{result.elapsed_s:.1f} s")
     table.add_row("sandbox", result.sandbox)
+    for report in result.servers:
+        if report.crashes:  # a server that ran without crashing goes unmentioned
+            table.add_row(f"[red]LLM server ({report.preset})[/red]", report.summary)
     table.add_row("run directory", str(result.run_dir))
     return table
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from archsmith.agents.llm import ChatModelProvider
 from archsmith.agents.prompts import PromptLoader
+from archsmith.agents.servers import ManagedServer
 from archsmith.graph.config import ArchsmithConfig
 from archsmith.graph.paths import RunPaths
 from archsmith.graph.state import CandidateRecord
@@ -77,6 +78,7 @@ class RunContext:
     archive: ArchiveIndex = field(default_factory=ArchiveIndex)
     on_record: Callable[[CandidateRecord], None] | None = None
     generation_started: float = field(default_factory=time.time)
+    servers: dict[str, ManagedServer] = field(default_factory=dict)  # role -> the managed server it asks
 
     def task_payload(self, text: str, **extra: Any) -> dict[str, Any]:
         return task_payload(self.config, text, **extra)

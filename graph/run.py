@@ -23,6 +23,7 @@ from langgraph.types import StateSnapshot
 
 from archsmith.agents.llm import ChatModelProvider
 from archsmith.agents.prompts import PromptLoader
+from archsmith.agents.servers import ManagedServer, ServerReport
 from archsmith.graph.builder import build_search_graph, validate_workflow
 from archsmith.graph.config import ArchsmithConfig, load_config
 from archsmith.graph.context import RunContext, make_evaluator, needs_sandbox
@@ -50,6 +51,7 @@ class RunResult:
     sandbox: str
     sessions: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    servers: list[ServerReport] = field(default_factory=list)  # the managed LLM servers: crashes, restarts
 
     @property
     def finished(self) -> bool:
@@ -130,7 +132,7 @@ def _execute(
     space = get_space(config.space.name, config.space.settings)
     with ExitStack() as stack:
         stack.enter_context(paths.lock())
-        config = start_servers(config, stack, paths.root)
+        config, servers = start_servers(config, stack, paths.root)
         executes = evaluator.needs_execution if evaluator is not None else needs_sandbox(config)
         sandbox = open_sandbox(config, stack) if executes else None
         mechanism = sandbox.mechanism if sandbox is not None else "none (nothing executed)"
@@ -158,6 +160,7 @@ def _execute(
             ideas=ideas,
             idea_store=idea_store,
             on_record=_not_yet_announced(paths, on_record),
+            servers=servers,
         )
         graph = build_search_graph(ctx).compile(checkpointer=saver)
         thread = {
@@ -176,26 +179,40 @@ def _execute(
             graph.invoke(None, thread, durability="sync")
         final: SearchState = graph.get_state(thread).values
         result = _result(paths, final, mechanism, session)
+        result.servers = server_reports(config, servers)
         _write_summary(paths, result)
     return result
 
 
-def start_servers(config: ArchsmithConfig, stack: ExitStack, log_dir: Path) -> ArchsmithConfig:
+def start_servers(
+    config: ArchsmithConfig, stack: ExitStack, log_dir: Path
+) -> tuple[ArchsmithConfig, dict[str, ManagedServer]]:
     """Start the managed servers the roles ask for (one per distinct spec; stopped when ``stack``
-    closes) and return the config with those roles' ``base_url`` pointing at them."""
-    from archsmith.agents.servers import ManagedServer
-
+    closes); return the config with those roles' ``base_url`` pointing at them, and each such
+    role's server (whose crashes its llm calls tell apart and restart)."""
     servers: dict[Any, ManagedServer] = {}
-    roles = {}
+    roles, used = {}, {}
     for name, role in config.roles.items():
         spec = role.llm.server
         if spec is None or role.policy != "llm":
             continue
         if spec not in servers:
             servers[spec] = stack.enter_context(ManagedServer(spec, log_dir))
+        used[name] = servers[spec]
         llm = role.llm.model_copy(update={"base_url": servers[spec].base_url})
         roles[name] = role.model_copy(update={"llm": llm})
-    return config.model_copy(update={"roles": {**config.roles, **roles}}) if roles else config
+    config = config.model_copy(update={"roles": {**config.roles, **roles}}) if roles else config
+    return config, used
+
+
+def server_reports(config: ArchsmithConfig, servers: Mapping[str, ManagedServer]) -> list[ServerReport]:
+    """One report per managed server: its crashes and restarts, and the roles (with their fallback)
+    that used it."""
+    users: dict[int, dict[str, str]] = {}
+    for role, server in servers.items():
+        users.setdefault(id(server), {})[role] = config.role(role).fallback
+    distinct = {id(server): server for server in servers.values()}
+    return [server.report(users[key]) for key, server in distinct.items()]
 
 
 def _open_knowledge(config: ArchsmithConfig, paths: RunPaths, session: int):  # noqa: ANN202
@@ -277,6 +294,7 @@ def _write_summary(paths: RunPaths, result: RunResult) -> None:
             "sandbox": result.sandbox,
             "sessions": result.sessions,
             "pass_rate": pass_rates(result.history),
+            "servers": [report.as_dict() for report in result.servers],
         },
     )
     write_atomic(paths.lineage, lineage_json(result.history))

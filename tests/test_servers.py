@@ -137,3 +137,98 @@ def test_a_run_starts_and_stops_its_server(toy_config):
     [step] = read_steps(result.run_dir / "trace.sqlite", role="generator")
     assert step.tokens["input"] == 10 and step.tokens["output"] == 5
     assert "server" in (result.run_dir / "config.toml").read_text()  # the spec is saved, not the port
+
+
+def test_a_server_that_crashes_on_its_first_completion_is_restarted_then_given_up(toy_config):
+    """llama.cpp built for kernels the CPU cannot run (AMX in a VM) answers /v1/models and dies of
+    SIGSEGV on its first completion: the trace and the run's output say so (signal, log lines),
+    apart from endpoint faults; the server is restarted within max_restarts, then given up on, and
+    the run finishes on the generator's algorithmic fallback without asking it again."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from archsmith.graph.cli_tables import summary_table
+
+    spec = tiny_spec(max_restarts=1)
+    spec = spec.model_copy(update={"command": (*spec.command, "segv-on-chat")})
+    config = toy_config(search={"max_candidates": 2},
+                        roles={"generator": {"policy": "llm", "fallback": "algorithmic",
+                                             "llm": {"model": "tiny", "server": spec.model_dump(), "timeout_s": 20,
+                                                     "max_endpoint_retries": 3, "backoff_s": 5.0}}})
+    result = archsmith.run(config)
+    assert result.finished and result.counts["valid"] == 2  # the algorithmic generator's children
+    first, second = read_steps(result.run_dir / "trace.sqlite", role="generator")
+    kinds = [error["kind"] for error in first.tools["llm_errors"]]
+    assert kinds == ["server_crashed", "server_crashed"]  # no endpoint retry, no backoff (backoff_s = 5)
+    assert "llm_backoff_s" not in first.tools
+    restarted, given_up = first.tools["llm_server_crashes"]
+    for crash in (restarted, given_up):
+        assert crash["signal"] == "SIGSEGV" and crash["returncode"] == -11
+        assert "ggml_amx_init" in crash["log_tail"]
+    assert restarted["restarted"] and not given_up["restarted"]
+    messages = [error["message"] for error in first.tools["llm_errors"]]
+    assert "was killed by SIGSEGV (signal 11); restarted (1 of max_restarts = 1)" in messages[0]
+    assert "not restarted: max_restarts = 1 used up" in messages[1] and "ggml_amx_init" in messages[1]
+    assert first.tools["fallback"] == "algorithmic after 2 failures"
+    assert first.decision.endswith("[algorithmic fallback]")
+    assert "was killed by SIGSEGV" in first.error
+    # the next child does not ask a server that is down
+    assert [error["kind"] for error in second.tools["llm_errors"]] == ["server_down"]
+    assert second.tools["llm_attempts"] == 0 and second.tools["fallback"].startswith("algorithmic")
+    assert "not restarted: max_restarts = 1 used up" in second.tools["llm_errors"][0]["message"]
+    assert "llm_server_crashes" not in second.tools and "server is down" in second.error
+    # the run's output: the result, summary.json and the printed summary
+    (report,) = result.servers
+    assert report.down and len(report.crashes) == 2 and report.restarts == 1
+    assert "crashed 2 times (was killed by SIGSEGV (signal 11))" in report.summary
+    assert "generator (fallback = algorithmic)" in report.summary
+    import json
+
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["servers"][0]["crashes"][0]["signal"] == "SIGSEGV" and summary["servers"][0]["down"]
+    out = StringIO()
+    Console(file=out, width=400).print(summary_table(result))
+    assert "LLM server (command)" in out.getvalue() and "SIGSEGV" in out.getvalue()
+
+
+def test_exit_causes_name_the_signal():
+    from archsmith.agents.servers import exit_cause
+
+    assert exit_cause(-11) == "was killed by SIGSEGV (signal 11)"
+    assert exit_cause(1) == "exited with code 1"
+    assert "SIGSEGV" in exit_cause(139)  # what a shell or `timeout` reports for a segfault
+    assert exit_cause(300) == "exited with code 300"
+
+
+def test_a_crash_that_a_restart_cures_costs_one_restart(toy_config, tmp_path):
+    """The request that met the crash goes to the restarted server (same port) and is answered."""
+    spec = tiny_spec(max_restarts=2)
+    spec = spec.model_copy(update={"command": (*spec.command, f"segv-once:{tmp_path / 'crashed'}")})
+    config = toy_config(search={"max_candidates": 2},
+                        roles={"generator": {"policy": "llm", "llm": {"model": "tiny", "server": spec.model_dump()}}})
+    result = archsmith.run(config)
+    assert [record["text"] for record in result.history][:1] == ["C8,C24"]  # the model's child
+    first = read_steps(result.run_dir / "trace.sqlite", role="generator")[0]
+    assert [error["kind"] for error in first.tools["llm_errors"]] == ["server_crashed"]
+    assert first.tools["llm_attempts"] == 2 and "fallback" not in first.tools and first.error is None
+    (report,) = result.servers
+    assert report.restarts == 1 and not report.down and "restarted 1 of max_restarts = 2" in report.summary
+
+
+def test_the_smoke_test_names_a_crashed_server_and_the_portable_build(tmp_path):
+    """`scripts/local_llm.py prepare` asks each model for one token: a server that dies on its first
+    completion fails it at once, with the signal, the log and the flags to rebuild with."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import local_llm
+
+    local_llm.smoke_test(["tiny"], tiny_spec())  # a server that answers passes
+    spec = tiny_spec()
+    crashing = spec.model_copy(update={"command": (*spec.command, "segv-on-chat")})
+    with pytest.raises(SystemExit) as failed:
+        local_llm.smoke_test(["tiny"], crashing)
+    message = str(failed.value.code)
+    assert message.startswith("tiny: the llama.cpp server was killed by SIGSEGV (signal 11) during a one-token")
+    assert "compiled for CPU features this machine cannot run" in message
+    assert local_llm.PORTABLE_CMAKE_ARGS in message and "ggml_amx_init" in message
+    assert "-DGGML_NATIVE=OFF" in local_llm.PORTABLE_CMAKE_ARGS and "AMX_INT8=OFF" in local_llm.PORTABLE_CMAKE_ARGS
