@@ -13,7 +13,7 @@ from typing import Any
 
 from archsmith.agents.answers import AnswerRejected
 from archsmith.agents.base import Agent, NoUsableAnswer, register_agent
-from archsmith.agents.navigator import SAMPLE
+from archsmith.agents.policies.model_plans import SAMPLE
 from archsmith.agents.selection import DUPLICATE_PREFIX, rng_for
 from archsmith.agents.verifier import IDENTICAL_TO_PARENT, structure_problem
 from archsmith.graph.state import ChildState, Strategy
@@ -47,7 +47,11 @@ class Generator(Agent):
         return {"text": text, "notes": [f"generator: {'; '.join(applied)}"]}
 
     def _mutate(self, parent: str | None, strategy: Strategy, rng: random.Random) -> tuple[str, list[str]]:
-        """One or (exploring, sometimes) two mutations of the parent, or a random sample."""
+        """The Navigator's chosen proposal while nobody holds it (the model strategy); else one or
+        (exploring, sometimes) two mutations of the parent, or a random sample."""
+        proposal = strategy.get("proposal")
+        if proposal and self.ctx.archive.owner(self.ctx.space.canonical(proposal)) is None:
+            return proposal, [strategy.get("idea") or "the navigator's proposal"]
         if strategy.get("operator") == SAMPLE:
             return self.ctx.space.sample(rng), ["random sample"]  # type: ignore[attr-defined]
         assert parent is not None

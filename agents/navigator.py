@@ -12,6 +12,9 @@ from typing import Any
 from archsmith.agents.answers import AnswerError, complete_items, extract_json
 from archsmith.agents.base import Agent, register_agent
 from archsmith.agents.fairnad import STAGE_ITERATIVE, STAGE_PARETO, plan_generation
+from archsmith.agents.policies import model_plans
+from archsmith.agents.policies.bandit import draw_operator, operator_posteriors
+from archsmith.agents.policies.model_plans import SAMPLE, CandidateFeatures
 from archsmith.agents.selection import (
     choose_parent,
     next_phase,
@@ -30,10 +33,10 @@ from archsmith.graph.state import (
 from archsmith.graph.trace import StepRecord
 from archsmith.knowledge.sampling import SampledIdea
 from archsmith.tools.spaces import EnumerableSpace, local_operators
+from archsmith.tools.spaces.features import closed_form_costs
 
 MEMORY_LINES = 20
 SEED_PREFIX = "seed"
-SAMPLE = "sample"  # a strategy operator: a fresh random candidate instead of a mutation
 WARM_UP_FACTOR = 2  # random samples before mutation, in units of the pool size (top_k)
 EXHAUSTED_AFTER = 3  # duplicate children after which a refinement base is considered used up
 
@@ -42,6 +45,28 @@ EXHAUSTED_AFTER = 3  # duplicate children after which a refinement base is consi
 class Navigator(Agent):
     scope = "search"
     needs_fallback = True  # every generation needs a plan: an unusable answer -> algorithmic plans
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.features = CandidateFeatures(ctx.space, self._free_costs)
+
+    def _free_costs(self, text: str) -> tuple[int | None, int | None]:
+        """(params, FLOPs) without evaluating: the evaluator's measure (a table's cost columns),
+        else the space's closed forms."""
+        params, flops = self.ctx.evaluator.measure(text)
+        if params is None or flops is None:
+            closed = closed_form_costs(self.ctx.space, text, self.ctx.config.budget.num_classes)
+            params, flops = params if params is not None else closed[0], flops if flops is not None else closed[1]
+        return params, flops
+
+    def _operator_choice(self, state: SearchState, operators: list[str], step: StepRecord):
+        """The bandit's posteriors over ``operators`` (written to the trace) and a chooser."""
+        search = self.ctx.config.search
+        posteriors = operator_posteriors(state.get("history", []), operators)
+        if search.operator_bandit:
+            step.tools["operator_posteriors"] = [p.model_dump() for p in posteriors]
+            return posteriors, lambda rng: draw_operator(posteriors, rng, search.bandit_epsilon)
+        return posteriors, lambda rng: rng.choice(operators)
 
     # -- shared ---------------------------------------------------------------------------
 
@@ -124,11 +149,37 @@ class Navigator(Agent):
             plans = self._fairnad_plans(state)
             step.inputs = {"stages": _stage_counts(plans), "pool": list(self._parents(state))}
             return self._finish(state, plans, phase, base, step)
-        plans = self._algorithmic_plans(state, phase, base)
-        step.inputs = {"phase": phase, "base": base, "pool": list(self._parents(state))}
+        step.inputs = {"phase": phase, "base": base, "pool": list(self._parents(state)),
+                       "strategy": self.ctx.config.search.strategy}
+        if self.ctx.config.search.strategy == "model":
+            plans = self._model_plans(state, phase, base, step)
+        else:
+            plans = self._algorithmic_plans(state, phase, base, step)
         return self._finish(state, plans, phase, base, step)
 
-    def _algorithmic_plans(self, state: SearchState, phase: Phase, base: str | None) -> list[Strategy]:
+    def _model_plans(self, state: SearchState, phase: Phase, base: str | None, step: StepRecord) -> list[Strategy]:
+        """The surrogate-guided strategy (agents.policies.model_plans); the refinement base, when
+        there is one, joins the pool of parents and only the small operators are drawn."""
+        history = state.get("history", [])
+        records = {r["id"]: r for r in history}
+        parents = self._parents(state)
+        pool = [records.get(pid) or {"id": pid, "text": text, "score": 0.0} for pid, text in parents.items()]
+        if base and base not in parents:
+            pool.insert(0, records[base])
+        operators = local_operators(self.ctx.space) if base else self.ctx.space.operators()
+        posteriors, _ = self._operator_choice(state, operators, step)
+        rng = rng_for(self.ctx.config.seed, "model", state.get("generation", 0))
+        plan = model_plans.plan_generation(
+            history, pool, self.ctx.config, self.ctx.space, self.features,
+            lambda text: self.ctx.archive.owner(text) is not None,
+            posteriors, operators, self._plan_size(state), rng,
+        )
+        step.tools.update(plan.info)
+        return plan.plans
+
+    def _algorithmic_plans(
+        self, state: SearchState, phase: Phase, base: str | None, step: StepRecord
+    ) -> list[Strategy]:
         rng = rng_for(self.ctx.config.seed, "navigator", state.get("generation", 0))
         parents = self._parents(state)
         history = {r["id"]: r for r in state.get("history", [])}
@@ -136,7 +187,7 @@ class Navigator(Agent):
             history.get(pid) or {"id": pid, "text": text, "score": 0.0} for pid, text in parents.items()
         ]
         operators = self.ctx.space.operators()
-        refining = local_operators(self.ctx.space)
+        _, choose_operator = self._operator_choice(state, local_operators(self.ctx.space) if base else operators, step)
         # Enumerable spaces get a warm-up of random samples before mutation takes over (like an
         # evolutionary search's initial population); other spaces start from their seeds.
         evaluated = sum(1 for r in history.values() if r.get("status") == "valid")
@@ -152,7 +203,7 @@ class Navigator(Agent):
                                       idea="a random candidate", rationale="warm up the pool"))
                 continue
             parent = history[base] if base else choose_parent(pool, rng)
-            operator = rng.choice(refining if base else operators)
+            operator = choose_operator(rng)
             plan = Strategy(
                 parent_ids=[parent["id"]],
                 parent_texts=[parent["text"]],

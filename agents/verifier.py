@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from archsmith.agents.base import Agent, register_agent
 from archsmith.agents.selection import DUPLICATE_PREFIX
-from archsmith.graph.config import BudgetConfig
 from archsmith.graph.state import ChildState, Verdict
 from archsmith.graph.trace import StepRecord
 from archsmith.tools.spaces import check_task
@@ -23,16 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from archsmith.graph.context import RunContext
 
 IDENTICAL_TO_PARENT = "identical to its parent"
-
-
-def budget_violations(budget: BudgetConfig, params: int | None, flops: int | None) -> list[str]:
-    """What is over the budget, in words (empty: within budget; unknown figures pass)."""
-    over = []
-    if budget.params_m is not None and params is not None and params > budget.params_m * 1e6:
-        over.append(f"params {params / 1e6:.3f} M > {budget.params_m} M")
-    if budget.flops_m is not None and flops is not None and flops > budget.flops_m * 1e6:
-        over.append(f"FLOPs {flops / 1e6:.1f} M > {budget.flops_m} M")
-    return over
 
 
 def structure_problem(
@@ -120,7 +109,7 @@ class Verifier(Agent):
             params, flops = self.ctx.evaluator.measure(text)
             measured = {k: v for k, v in (("params", params), ("flops", flops)) if v is not None}
             step.tools["measure"] = measured
-        over = budget_violations(config.budget, measured.get("params"), measured.get("flops"))
+        over = config.budget.violations(measured.get("params"), measured.get("flops"))
         if over:
             reason = "; ".join(over)
             if state.get("downscale_tries", 0) >= workflow.max_downscale:

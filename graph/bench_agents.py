@@ -14,8 +14,10 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from archsmith.graph.bench import MethodRun
 from archsmith.graph.config import load_config
 from archsmith.graph.run import run
+from archsmith.graph.trace import read_steps
 from archsmith.tools.baselines import Evaluation, SearchProblem
 from archsmith.tools.results import ScoreResult
 
@@ -37,7 +39,10 @@ class ProblemEvaluator:
         return ScoreResult(ok=True, name=self.name, score=float(signal), repeats=1, report=dict(report))
 
     def measure(self, text: str) -> tuple[int | None, int | None]:
-        return None, None
+        """The table's cost columns: free to read, like profiling (never its accuracy columns)."""
+        if self.problem.profile is None:
+            return None, None
+        return self.problem.profile(self.problem.space.canonical(text))
 
 
 def run_agents(
@@ -49,7 +54,7 @@ def run_agents(
     config_path: str | None = None,
     space_settings: Mapping[str, Any] | None = None,
     chat_models: Mapping[str, Any] | None = None,
-) -> list[Evaluation]:
+) -> MethodRun:
     """One seeded run of the agent graph on ``problem`` with ``budget`` distinct evaluations.
 
     ``chat_models`` injects LangChain chat models for roles whose policy is ``llm`` (tests use
@@ -66,7 +71,15 @@ def run_agents(
             "workflow.min_layers=1",
         ]
         config = load_config(config_path, [*base, *settings, *overrides])
+        if not any(item.strip().startswith("budget.") for item in overrides) and config_path is None:
+            # The baselines search the whole table: the default run's budget would bind only the
+            # agents (the table's cost columns are read as their profile).
+            config.budget.params_m = config.budget.flops_m = None
         result = run(config, evaluator=ProblemEvaluator(problem), chat_models=chat_models)
+        model_seconds = sum(
+            float((step.tools.get("model") or {}).get("seconds", 0.0))
+            for step in read_steps(result.run_dir / "trace.sqlite", role="navigator")
+        )
     evaluations: list[Evaluation] = []
     for proposals, record in enumerate(result.history, start=1):
         if record.get("status") == "valid":
@@ -74,4 +87,4 @@ def run_agents(
                 Evaluation(len(evaluations) + 1, record["canonical"], record["score"],
                            dict(record.get("metrics") or {}), proposals)
             )
-    return evaluations
+    return MethodRun(evaluations, model_seconds)

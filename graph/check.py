@@ -10,7 +10,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archsmith.agents.verifier import budget_violations
 from archsmith.graph.config import ArchsmithConfig, apply_overrides, config_from_dict
 from archsmith.graph.context import make_evaluator, needs_sandbox, task_payload
 from archsmith.graph.run import open_sandbox
@@ -90,7 +89,7 @@ def check_candidate(text: str, config: ArchsmithConfig) -> CheckReport:
         else:
             report.params, report.flops = evaluator.measure(text)
         report.stage = "budget"
-        report.over_budget = budget_violations(config.budget, report.params, report.flops)
+        report.over_budget = config.budget.violations(report.params, report.flops)
         report.stage = "score"
         scored = evaluator.evaluate(text)
         if scored.ok and scored.score is not None:

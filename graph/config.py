@@ -47,6 +47,15 @@ class BudgetConfig(_Section):
     input_size: int = Field(32, ge=8, le=1024, description="Square input resolution for profiling.")
     num_classes: int = Field(10, ge=2)
 
+    def violations(self, params: int | None, flops: int | None) -> list[str]:
+        """What is over the budget, in words (empty: within budget; unknown figures pass)."""
+        over = []
+        if self.params_m is not None and params is not None and params > self.params_m * 1e6:
+            over.append(f"params {params / 1e6:.3f} M > {self.params_m} M")
+        if self.flops_m is not None and flops is not None and flops > self.flops_m * 1e6:
+            over.append(f"FLOPs {flops / 1e6:.1f} M > {self.flops_m} M")
+        return over
+
 
 class FairNADConfig(_Section):
     """FairNAD's multi-type mutation (search.mutation = "fairnad"); defaults from its Table 5."""
@@ -61,8 +70,27 @@ class FairNADConfig(_Section):
     )
 
 
+class ModelStrategyConfig(_Section):
+    """The surrogate-guided Navigator (search.strategy = "model"); see docs/search.md."""
+
+    trees: int = Field(50, ge=2, le=1000, description="Extremely randomised trees in the score model.")
+    exploration: float = Field(
+        1.0, ge=0, description="UCB weight of the most exploring child of a generation (model std units); "
+        "the others take evenly spaced weights down to 0 (the predicted best)."
+    )
+    mutations_per_parent: int = Field(
+        24, ge=1, description="Proposals drawn by the space's operators from each pool member."
+    )
+    random_proposals: int = Field(
+        200, ge=0, description="Fresh samples added to the proposals (enumerable spaces)."
+    )
+    warm_start_pool: int = Field(
+        20, ge=1, description="Warm start: proposals drawn per warm-start child, chosen by free features."
+    )
+
+
 class SearchConfig(_Section):
-    """Candidate budget and stop rules."""
+    """Candidate budget, stop rules and the Navigator's algorithmic strategy."""
 
     max_candidates: int = Field(
         40, ge=1, description="Distinct candidates evaluated before the run stops (the budget)."
@@ -80,6 +108,20 @@ class SearchConfig(_Section):
         "multi-type mutation (stages I-III, see [search.fairnad]); children_per_generation is then k1+k2+k3.",
     )
     fairnad: FairNADConfig = Field(default_factory=FairNADConfig)
+    strategy: Literal["model", "evolution"] = Field(
+        "model", description="model: a score model fitted on free features picks each child from "
+        "many proposals (upper confidence bounds); evolution: rank-weighted mutation of the top-k."
+    )
+    warm_start: Literal["cost_aware", "random"] = Field(
+        "cost_aware", description="The first children: the most capable within the budget, spread "
+        "over the space (cost_aware), or uniform samples / seed mutations (random)."
+    )
+    operator_bandit: bool = Field(
+        True, description="Choose mutation operators by Thompson sampling on how often each beat "
+        "its parent (both strategies); false: uniformly."
+    )
+    bandit_epsilon: float = Field(0.1, ge=0, le=1, description="Share of operator choices made uniformly.")
+    model: ModelStrategyConfig = Field(default_factory=ModelStrategyConfig)
 
     def children_cap(self) -> int:
         return self.max_children or 10 * self.max_candidates

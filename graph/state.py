@@ -45,6 +45,10 @@ class Strategy(TypedDict, total=False):
     parent_improved: bool  # stage III: the parent scored higher than its own parent
     parent_idea: str
     parent_idea_tag: str
+    # The model strategy (search.strategy = "model"): the child it chose and the prediction.
+    proposal: str  # the chosen child's canonical text (the algorithmic Generator writes it)
+    predicted_score: float
+    predicted_std: float
 
 
 class Verdict(TypedDict, total=False):
@@ -91,6 +95,8 @@ class CandidateRecord(TypedDict, total=False):
     debug_tries: int  # debugger calls this child used (FairNAD allows 2)
     downscale_tries: int  # downscaler calls this child used (FairNAD allows 4)
     seconds: float
+    predicted_score: float | None  # the score model's prediction when the Navigator chose it
+    predicted_std: float | None
 
 
 class ChildState(TypedDict, total=False):

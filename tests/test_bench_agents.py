@@ -46,7 +46,7 @@ def problem_for(table_path: Path) -> SearchProblem:
 
 def test_agents_find_the_optimum_and_count_distinct_evaluations(tmp_path):
     problem = problem_for(write_macro_table(tmp_path / "macro.csv"))
-    evaluations = run_agents(problem, 30, seed=3, space_settings=SETTINGS)
+    evaluations = run_agents(problem, 30, seed=3, space_settings=SETTINGS).evaluations
     assert len(evaluations) == 30
     assert len({e.arch for e in evaluations}) == 30  # distinct architectures
     assert max(evaluations, key=lambda e: e.signal).arch == "2120"
@@ -56,10 +56,10 @@ def test_agents_find_the_optimum_and_count_distinct_evaluations(tmp_path):
 def test_agents_are_seeded_and_blind_to_the_test_column(tmp_path):
     shifted = problem_for(write_macro_table(tmp_path / "a.csv", "shifted"))
     noisy = problem_for(write_macro_table(tmp_path / "b.csv", "noise"))
-    first = [e.arch for e in run_agents(shifted, 20, seed=5, space_settings=SETTINGS)]
-    again = [e.arch for e in run_agents(shifted, 20, seed=5, space_settings=SETTINGS)]
-    blind = [e.arch for e in run_agents(noisy, 20, seed=5, space_settings=SETTINGS)]
-    other = [e.arch for e in run_agents(shifted, 20, seed=6, space_settings=SETTINGS)]
+    first = [e.arch for e in run_agents(shifted, 20, seed=5, space_settings=SETTINGS).evaluations]
+    again = [e.arch for e in run_agents(shifted, 20, seed=5, space_settings=SETTINGS).evaluations]
+    blind = [e.arch for e in run_agents(noisy, 20, seed=5, space_settings=SETTINGS).evaluations]
+    other = [e.arch for e in run_agents(shifted, 20, seed=6, space_settings=SETTINGS).evaluations]
     assert first == again == blind
     assert first != other
 
@@ -98,7 +98,7 @@ def test_agents_with_an_llm_generator(tmp_path):
         problem, 3, seed=0, space_settings=SETTINGS,
         overrides=["roles.generator.policy=llm", "search.children_per_generation=1", "search.max_children=12"],
         chat_models={"generator": FakeListChatModel(responses=answers)},
-    )
+    ).evaluations
     archs = [e.arch for e in evaluations]
     assert archs[:3] == ["2120", "2121", "1120"]  # the truncated answer was retried, not executed
 

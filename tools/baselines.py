@@ -59,6 +59,8 @@ class SearchProblem:
 
     space: EnumerableSpace
     evaluate: Evaluator
+    profile: Callable[[str], tuple[int | None, int | None]] | None = None
+    """(params, FLOPs) of an architecture without evaluating it (a table's cost columns), if known."""
     proposal_factor: int = 50
     exact_size_limit: int = 4096
     _size: int | None = field(default=None, init=False, repr=False)
@@ -74,7 +76,7 @@ class SearchProblem:
                 return None, {}
             return row[signal], {name: row[name] for name in report}
 
-        return cls(space=space, evaluate=evaluate, **options)
+        return cls(space=space, evaluate=evaluate, profile=table.profile, **options)
 
     @property
     def size(self) -> int:
