@@ -43,6 +43,8 @@ def _base_record(ctx: RunContext, state: ChildState) -> CandidateRecord:
         downscale_tries=state.get("downscale_tries", 0),
         downscale_repairs=repairs.count(workflow.on_over_budget),
         seconds=round(time.time() - state.get("started_at", time.time()), 3),
+        predicted_score=strategy.get("predicted_score"),
+        predicted_std=strategy.get("predicted_std"),
     )
 
 
