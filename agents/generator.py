@@ -101,10 +101,37 @@ class Generator(Agent):
             step.parsed = text
             step.decision = f"child written; refused by the structural check {_refusals(step)} times"
             return {"text": text, "notes": [f"generator: {step.decision}"]}
+        if self.settings.proposals > 1:
+            text = self._best_of(text, variables, read, step, strategy)
         step.parsed = text
         refusals = _refusals(step)
         step.decision = "child written" + (f" after {refusals} structural re-asks" if refusals else "")
         return {"text": text, "notes": ["generator: wrote a child"]}
+
+    def _best_of(
+        self, first: str, variables: dict[str, Any], read: Callable[[str], str], step: StepRecord,
+        strategy: Strategy,
+    ) -> str:
+        """"The LLM proposes, the model disposes": ``proposals - 1`` more children from the same
+        prompt, then the one the Navigator's score model predicts best (the first one when no model
+        is fitted yet). Every proposal goes to the trace with its prediction."""
+        texts = [first]
+        for _ in range(self.settings.proposals - 1):
+            try:
+                texts.append(self.ask_llm("mutate", variables, read, step, model=strategy.get("model")))
+            except NoUsableAnswer:
+                step.error = None  # this proposal is lost; the others stand
+        space = self.ctx.space
+        distinct = list({space.canonical(t): t for t in texts if space.validate(t).ok}.values()) or [first]
+        model = self.ctx.score_model
+        if model is None or len(distinct) < 2:
+            step.tools["proposals"] = [{"text": t, "predicted": None, "chosen": t is distinct[0]} for t in distinct]
+            return distinct[0]
+        mean, std = model.predict(distinct)
+        best = int(mean.argmax())
+        step.tools["proposals"] = [{"text": t, "predicted": float(m), "std": float(s), "chosen": i == best}
+                                   for i, (t, m, s) in enumerate(zip(distinct, mean, std))]
+        return distinct[best]
 
     def _read_new_child(self, strategy: Strategy) -> Callable[[str], str]:
         """Read the answer's child and put it through the Verifier's structural check at once, so

@@ -153,6 +153,9 @@ class Navigator(Agent):
                        "strategy": self.ctx.config.search.strategy}
         if self.ctx.config.search.strategy == "model":
             plans = self._model_plans(state, phase, base, step)
+            if not plans and self._plan_size(state):  # no new proposal: plain mutations (which may fail)
+                step.tools["model_fallback"] = "no proposal: the evolution strategy plans this generation"
+                plans = self._algorithmic_plans(state, phase, base, step)
         else:
             plans = self._algorithmic_plans(state, phase, base, step)
         return self._finish(state, plans, phase, base, step)
@@ -169,13 +172,37 @@ class Navigator(Agent):
         operators = local_operators(self.ctx.space) if base else self.ctx.space.operators()
         posteriors, _ = self._operator_choice(state, operators, step)
         rng = rng_for(self.ctx.config.seed, "model", state.get("generation", 0))
+        size = self._plan_size(state)
+        ideas = self._draw_ideas(state, size, base)
+        realise = getattr(self.ctx.space, "operators_for_idea", None)
+        all_operators = self.ctx.space.operators()
+        wishes = [[op for op in realise(d.stored.idea.tag) if op in all_operators] if d and realise else []
+                  for d in ideas]
         plan = model_plans.plan_generation(
             history, pool, self.ctx.config, self.ctx.space, self.features,
             lambda text: self.ctx.archive.owner(text) is not None,
-            posteriors, operators, self._plan_size(state), rng,
+            posteriors, operators, size, rng, wishes,
         )
+        for child, (drawn, wish) in enumerate(zip(ideas, wishes)):
+            if drawn is not None and child < len(plan.plans):
+                _attach(plan.plans[child], drawn)  # the idea is the LLM Generator's; its transform, when one realises it
+                if wish and plan.plans[child]["operator"] in wish:
+                    plan.plans[child]["rationale"] += f"; {plan.plans[child]['operator']} realises the idea's category"
         step.tools.update(plan.info)
+        if plan.score_model is not None:
+            self.ctx.score_model = plan.score_model
         return plan.plans
+
+    def _model_suggestions(
+        self, state: SearchState, phase: Phase, base: str | None, step: StepRecord
+    ) -> list[dict[str, Any]]:
+        """For the llm policy's prompt: the children the score model would choose (parent, change,
+        predicted score), when search.strategy = "model" and the warm start is over."""
+        if self.ctx.config.search.strategy != "model":
+            return []
+        return [{"parent_id": (plan["parent_ids"] or ["(a fresh sample)"])[0], "change": plan.get("idea", ""),
+                 "predicted": round(plan["predicted_score"], 4), "std": round(plan.get("predicted_std", 0.0), 4)}
+                for plan in self._model_plans(state, phase, base, step) if "predicted_score" in plan]
 
     def _algorithmic_plans(
         self, state: SearchState, phase: Phase, base: str | None, step: StepRecord
@@ -329,6 +356,7 @@ class Navigator(Agent):
                 str(r.get("discard_reason")) for r in history[-8:] if r.get("status") == "discarded"
             ],
             "memory": state.get("memory", []) if self.settings.memory is not False else [],
+            "model_suggestions": self._model_suggestions(state, phase, base, step),
         }
         step.inputs = {k: v for k, v in variables.items() if k != "space_rules"}
         operators = set(self.ctx.space.operators())

@@ -79,13 +79,18 @@ class ModelStrategyConfig(_Section):
         "the others take evenly spaced weights down to 0 (the predicted best)."
     )
     mutations_per_parent: int = Field(
-        24, ge=1, description="Proposals drawn by the space's operators from each pool member."
+        24, ge=0, description="Enumerable spaces: proposals drawn by the space's operators from each pool "
+        "member, besides every single-position change of it."
     )
     random_proposals: int = Field(
-        200, ge=0, description="Fresh samples added to the proposals (enumerable spaces)."
+        200, ge=0, description="Enumerable spaces: fresh samples added to the proposals."
     )
     warm_start_pool: int = Field(
-        20, ge=1, description="Warm start: proposals drawn per warm-start child, chosen by free features."
+        20, ge=1, description="Enumerable spaces: fresh samples drawn per warm-start child."
+    )
+    proposals_per_child: int = Field(
+        4, ge=1, description="Other spaces (template, code, yolo): mutations proposed per child, "
+        "warm start included; each costs about one algorithmic Generator step."
     )
 
 
@@ -199,6 +204,19 @@ class RoleConfig(_Section):
         description="Keep a memory of the trajectory across iterations (default: navigator yes, "
         "generator no, as in CoLLM-NAS).",
     )
+    proposals: int = Field(
+        1, ge=1, le=16, description="generator with the llm policy: children its model writes per plan; "
+        "with search.strategy = 'model' the score model keeps the one it predicts best, the others "
+        "go to the trace with their predictions (other roles: must stay 1).",
+    )
+
+    @field_validator("proposals")
+    @classmethod
+    def _proposals_need_an_llm(cls, value: int, info: Any) -> int:
+        if value > 1 and info.data.get("policy") != "llm":
+            raise ValueError("proposals > 1 needs policy = 'llm' (the algorithmic Generator writes "
+                             "the child its Navigator chose)")
+        return value
 
 
 class PhaseConfig(_Section):
@@ -303,6 +321,9 @@ class ArchsmithConfig(_Section):
     def _fill_roles(self) -> ArchsmithConfig:
         for role in {*BUILTIN_ROLES, *self.workflow.roles()}:
             self.roles.setdefault(role, RoleConfig())
+        for role, settings in self.roles.items():
+            if settings.proposals > 1 and role != self.workflow.pipeline[0]:
+                raise ValueError(f"roles.{role}.proposals: only the generator writes several children per plan")
         return self
 
     def role(self, name: str) -> RoleConfig:

@@ -78,6 +78,10 @@ class RunContext:
     archive: ArchiveIndex = field(default_factory=ArchiveIndex)
     on_record: Callable[[CandidateRecord], None] | None = None
     generation_started: float = field(default_factory=time.time)
+    # The Navigator's latest score model (search.strategy = "model"), which an llm Generator asking
+    # for several children per plan (roles.generator.proposals) ranks them with; None before one
+    # is fitted (warm start, or a resumed generation): the children are then taken in order.
+    score_model: Any = None
     servers: dict[str, ManagedServer] = field(default_factory=dict)  # role -> the managed server it asks
 
     def task_payload(self, text: str, **extra: Any) -> dict[str, Any]:

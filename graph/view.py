@@ -96,6 +96,51 @@ def plot_pareto(data: RunData, cost: str, label: str) -> str:
     return _svg(fig)
 
 
+def plot_predictions(data: RunData) -> str:
+    """The score model's prediction for each child it chose vs the score the child got
+    (search.strategy = "model"); bars are one predicted standard deviation."""
+    points = [(float(r["predicted_score"]), float(r.get("predicted_std") or 0.0), float(r["score"]))
+              for r in data.history if r.get("predicted_score") is not None
+              and r.get("status") == "valid" and r.get("score") is not None]
+    if len(points) < 2:
+        return _empty("no predictions recorded (search.strategy = 'model' records them)")
+    from scipy.stats import kendalltau
+
+    fig, ax = _figure()
+    ax.errorbar([p[0] for p in points], [p[2] for p in points], xerr=[p[1] for p in points], fmt="o",
+                markersize=3, alpha=0.6, elinewidth=0.6)
+    low = min(min(p[0], p[2]) for p in points)
+    high = max(max(p[0], p[2]) for p in points)
+    ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+    tau = kendalltau([p[0] for p in points], [p[2] for p in points]).statistic
+    ax.set_title(f"{len(points)} children, Kendall tau {tau:.2f}", fontsize=8)
+    ax.set_xlabel("predicted score when chosen")
+    ax.set_ylabel("score")
+    return _svg(fig)
+
+
+def plot_operator_posteriors(data: RunData) -> str:
+    """The operator bandit's Beta posteriors at the last generation (mean, 90% interval)."""
+    latest = next((s.tools["operator_posteriors"] for s in reversed(data.steps)
+                   if s.role == "navigator" and s.tools.get("operator_posteriors")), None)
+    if not latest:
+        return _empty("no operator posteriors recorded (search.operator_bandit)")
+    from scipy.stats import beta
+
+    fig, ax = _figure(height=max(2.0, 0.35 * len(latest) + 1))
+    names = [p["operator"] for p in latest]
+    means = [p["alpha"] / (p["alpha"] + p["beta"]) for p in latest]
+    lows = [m - beta.ppf(0.05, p["alpha"], p["beta"]) for m, p in zip(means, latest)]
+    highs = [beta.ppf(0.95, p["alpha"], p["beta"]) - m for m, p in zip(means, latest)]
+    ax.barh(names, means, xerr=[lows, highs], alpha=0.7)
+    for index, p in enumerate(latest):
+        wins, losses = p["alpha"] - 1, p["beta"] - 1
+        ax.annotate(f"{wins:g} better / {losses:g} not", (0.99, index), fontsize=6, va="center", ha="right")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("P(child beats its parent)")
+    return _svg(fig)
+
+
 def plot_stages(data: RunData) -> str:
     if not data.stages:
         return _empty("no verifier steps")
@@ -224,6 +269,8 @@ def render_report(data: RunData) -> str:
         "pareto_flops": plot_pareto(data, "flops", "FLOPs"),
         "stages": plot_stages(data),
         "role_time": plot_role_time(data),
+        "predictions": plot_predictions(data),
+        "operators": plot_operator_posteriors(data),
     }
     template = environment().get_template("report.html.j2")
     return template.render(

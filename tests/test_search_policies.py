@@ -151,3 +151,68 @@ def test_model_runs_are_seeded_and_record_their_predictions(tmp_path):
     evolution = run_agents(problem, 30, 4, space_settings=SETTINGS, overrides=["search.strategy=evolution"])
     assert [e.arch for e in evolution.evaluations] != [e.arch for e in first]
     assert evolution.model_seconds == 0
+
+
+def test_an_llm_generator_proposes_and_the_model_disposes(tmp_path):
+    """roles.generator.proposals = 3: three children per plan, the score model keeps the one it
+    predicts best, the trace holds all three with their predictions."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from archsmith.graph.trace import read_steps
+
+    problem = _problem(_table(tmp_path / "t.csv", "additive"))
+    draw = random.Random(0)
+    answers = [f"```\n{''.join(draw.choice('012') for _ in range(6))}\n```" for _ in range(200)]
+    overrides = ["roles.generator.policy=llm", "roles.generator.proposals=3", "search.top_k=2",
+                 "search.children_per_generation=2", "workflow.reask_on_structure=false"]
+    from archsmith.graph.bench_agents import ProblemEvaluator
+    from archsmith.graph.config import load_config
+    from archsmith.graph.run import run
+
+    config = load_config(None, [f"runs_dir='{tmp_path / 'runs'}'", "space.name=positions",
+                                "space.settings.length=6", 'space.settings.options=["0","1","2"]',
+                                "search.max_candidates=10", "parallel.workers=1", "workflow.min_layers=1",
+                                *overrides])
+    config.budget.params_m = None
+    result = run(config, evaluator=ProblemEvaluator(problem),
+                 chat_models={"generator": FakeListChatModel(responses=answers)})
+    steps = [s for s in read_steps(result.run_dir / "trace.sqlite", role="generator") if "proposals" in s.tools]
+    assert steps
+    predicted = [s for s in steps if all(p["predicted"] is not None for p in s.tools["proposals"])]
+    assert predicted  # after the warm start the model ranks them
+    for step in predicted:
+        proposals = step.tools["proposals"]
+        assert sum(p["chosen"] for p in proposals) == 1 and len(proposals) >= 2
+        chosen = next(p for p in proposals if p["chosen"])
+        assert chosen["predicted"] == max(p["predicted"] for p in proposals)
+        assert step.parsed == chosen["text"]
+
+
+def test_proposals_need_the_llm_generator():
+    from archsmith.graph.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="proposals"):
+        load_config(None, ["roles.generator.proposals=3"])
+    with pytest.raises(ConfigError, match="only the generator"):
+        load_config(None, ["roles.debugger.policy=llm", "roles.debugger.proposals=2"])
+
+
+def test_an_llm_navigator_is_shown_the_models_predictions(tmp_path):
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from archsmith.graph.bench_agents import ProblemEvaluator
+    from archsmith.graph.config import load_config
+    from archsmith.graph.run import run
+    from archsmith.graph.trace import read_steps
+
+    problem = _problem(_table(tmp_path / "t.csv", "additive"))
+    plan = '{"plans": [{"parent_ids": ["%s"], "operator": "position", "idea": "x", "rationale": "y"}]}'
+    config = load_config(None, [f"runs_dir='{tmp_path / 'runs'}'", "space.name=positions",
+                                "space.settings.length=6", 'space.settings.options=["0","1","2"]',
+                                "search.max_candidates=8", "search.top_k=2", "search.children_per_generation=2",
+                                "parallel.workers=1", "workflow.min_layers=1", "roles.navigator.policy=llm"])
+    result = run(config, evaluator=ProblemEvaluator(problem),
+                 chat_models={"navigator": FakeListChatModel(responses=[plan % "nope"] * 50)})
+    prompts = [p.text for s in read_steps(result.run_dir / "trace.sqlite", role="navigator") for p in s.prompts]
+    assert any("score model" in text and "±" in text for text in prompts)
+    assert not any("score model" in text for text in prompts[:1])  # the warm start has no model yet

@@ -39,9 +39,10 @@ Costs = tuple[int | None, int | None]
 
 @dataclass
 class Proposal:
-    """A possible child: its canonical text and how it was made."""
+    """A possible child: its text, its canonical form (``key``) and how it was made."""
 
     text: str
+    key: str
     parent: CandidateRecord | None
     operator: str
     description: str
@@ -78,11 +79,28 @@ class CandidateFeatures:
 
 
 @dataclass
+class ScoreModel:
+    """A fitted score model with the features it reads: predictions in the score's own units."""
+
+    model: Any
+    features: CandidateFeatures
+    centre: float
+    scale: float
+    trained_on: int
+
+    def predict(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        mean, std = predict(self.model, self.features.matrix(texts))
+        return mean * self.scale + self.centre, std * self.scale
+
+
+@dataclass
 class ModelPlan:
-    """The plans of one generation and what the trace should show of how they were chosen."""
+    """The plans of one generation, the model behind them (None in the warm start) and what the
+    trace should show of how they were chosen."""
 
     plans: list[Strategy]
     info: dict[str, Any] = field(default_factory=dict)
+    score_model: ScoreModel | None = None
 
 
 def plan_generation(
@@ -96,35 +114,38 @@ def plan_generation(
     operators: Sequence[str],
     size: int,
     rng: random.Random,
+    wishes: Sequence[Sequence[str]] = (),
 ) -> ModelPlan:
-    """``size`` plans for the next children; ``pool`` are the parents (top-k or seeds)."""
+    """``size`` plans for the next children; ``pool`` are the parents (top-k or seeds); ``taken``
+    tells whether a canonical form is archived or being built already. ``wishes[i]``, when not
+    empty, are the operators child i should preferably be made by (those that realise its idea)."""
     settings = config.search
     warm_up = 2 * settings.top_k
     valid = valid_records(list(history))
     if len(valid) < warm_up:
-        plan = _warm_start(valid, pool, config, space, features, taken, warm_up - len(valid), rng)
+        plan = _warm_start(valid, pool, config, space, features, taken, warm_up - len(valid), rng, wishes)
         plan.plans = plan.plans[:size]
         return plan
     started = time.perf_counter()
-    proposals = _proposals(pool, config, space, features, taken, posteriors, operators, rng)
+    proposals = _proposals(pool, config, space, features, taken, posteriors, operators, size, rng, wishes)
     if not proposals:
         return ModelPlan([], {"model": "no new proposal within the budget"})
-    texts = [r["canonical"] or space.canonical(r["text"]) for r in valid]
+    texts = [r["text"] for r in valid]
     scores = np.array([float(r["score"]) for r in valid])
     centre, scale = float(scores.mean()), float(scores.std()) or 1.0
     model = fit_model(features.matrix(texts), (scores - centre) / scale, settings.model.trees, rng.randrange(2**31))
-    mean, std = predict(model, features.matrix([p.text for p in proposals]))
+    score_model = ScoreModel(model, features, centre, scale, len(valid))
+    mean, std = score_model.predict([p.text for p in proposals])
     plans = []
-    for index, weight in choose_batch(mean, std, size, settings.model.exploration):
-        proposal = proposals[index]
-        plan = _plan(proposal, f"UCB weight {weight:.2f}: predicted {mean[index] * scale + centre:.4g} "
-                               f"± {std[index] * scale:.3g}")
-        plan["predicted_score"] = float(mean[index] * scale + centre)
-        plan["predicted_std"] = float(std[index] * scale)
+    for index, weight in choose_batch((mean - centre) / scale, std / scale, size, settings.model.exploration,
+                                      _masks(proposals, wishes)):
+        plan = _plan(proposals[index], f"UCB weight {weight:.2f}: predicted {mean[index]:.4g} ± {std[index]:.3g}")
+        plan["predicted_score"] = float(mean[index])
+        plan["predicted_std"] = float(std[index])
         plans.append(plan)
     info = {"model": {"trained_on": len(valid), "proposals": len(proposals), "trees": settings.model.trees,
                       "seconds": round(time.perf_counter() - started, 4)}}
-    return ModelPlan(plans, info)
+    return ModelPlan(plans, info, score_model)
 
 
 def _plan(proposal: Proposal, rationale: str) -> Strategy:
@@ -152,17 +173,23 @@ def _warm_start(
     taken: Callable[[str], bool],
     count: int,
     rng: random.Random,
+    wishes: Sequence[Sequence[str]] = (),
 ) -> ModelPlan:
-    wanted = count * config.search.model.warm_start_pool
+    enumerable = isinstance(space, EnumerableSpace)
+    settings = config.search.model
+    wanted = count * (settings.warm_start_pool if enumerable else settings.proposals_per_child)
     proposals: dict[str, Proposal] = {}
-    for _ in range(4 * wanted):  # repeats and over-budget draws are skipped
+    for _ in range(2 * wanted):  # repeats and over-budget draws are skipped
         if len(proposals) >= wanted:
             break
-        proposal = _sample(space, rng) if isinstance(space, EnumerableSpace) else _mutation(pool, space, None, rng)
-        if proposal is None or proposal.text in proposals or taken(proposal.text):
+        proposal = _sample(space, rng) if enumerable else _mutation(pool, space, None, rng)
+        if proposal is None or proposal.key in proposals or taken(proposal.key):
             continue
         if _within_budget(config, features, proposal.text):
-            proposals[proposal.text] = proposal
+            proposals[proposal.key] = proposal
+    for proposal in _wished(pool, space, wishes, settings.proposals_per_child, rng):
+        if proposal.key not in proposals and not taken(proposal.key) and _within_budget(config, features, proposal.text):
+            proposals[proposal.key] = proposal
     candidates = list(proposals.values())
     if config.search.warm_start == "random":
         chosen = list(range(min(count, len(candidates))))
@@ -171,14 +198,48 @@ def _warm_start(
         texts = [p.text for p in candidates]
         costs = cost_matrix([features.costs(t) for t in texts]) if texts else None
         rows = np.array([features.structure(t) for t in texts], dtype=float) if texts else np.zeros((0, 0))
-        chosen = warm_start(rows, costs, count, rng)
+        first = warm_start(rows, costs, count, rng)
+        order = first + [i for i in range(len(candidates)) if i not in first]  # for children with wishes
+        chosen = _in_order(order, count, _masks(candidates, wishes))
         how = "warm start: most capable within the budget, spread" if costs is not None else "warm start: spread"
     plans = [_plan(candidates[i], how) for i in chosen]
     return ModelPlan(plans, {"warm_start": {"pool": len(candidates), "chosen": len(plans), "rule": how}})
 
 
+def _wished(
+    pool: Sequence[CandidateRecord], space: SearchSpace, wishes: Sequence[Sequence[str]], per_child: int,
+    rng: random.Random,
+) -> list[Proposal]:
+    """Mutations by the operators each child should preferably be made by, ``per_child`` each."""
+    found = []
+    for wish in wishes:
+        for _ in range(per_child if wish else 0):
+            proposal = _mutation(pool, space, rng.choice(list(wish)), rng)
+            if proposal is not None and proposal.operator in wish:
+                found.append(proposal)
+    return found
+
+
+def _masks(proposals: Sequence[Proposal], wishes: Sequence[Sequence[str]]) -> list[np.ndarray | None]:
+    """Per child, which proposals are made by one of its wished operators (None: no wish)."""
+    return [np.array([p.operator in wish for p in proposals]) if wish else None for wish in wishes]
+
+
+def _in_order(order: Sequence[int], count: int, masks: Sequence[np.ndarray | None]) -> list[int]:
+    """``count`` distinct indices from ``order``: child i takes the first left that its mask
+    allows (the first left when none does)."""
+    chosen: list[int] = []
+    for child in range(min(count, len(order))):
+        mask = masks[child] if child < len(masks) else None
+        left = [i for i in order if i not in chosen]
+        fitting = [i for i in left if mask is None or mask[i]]
+        chosen.append((fitting or left)[0])
+    return chosen
+
+
 def _sample(space: EnumerableSpace, rng: random.Random) -> Proposal:
-    return Proposal(space.canonical(space.sample(rng)), None, SAMPLE, "a fresh sample")
+    text = space.canonical(space.sample(rng))
+    return Proposal(text, text, None, SAMPLE, "a fresh sample")
 
 
 def _mutation(
@@ -197,7 +258,7 @@ def _mutation(
             return None
     if not space.validate(mutation.child).ok:
         return None
-    return Proposal(space.canonical(mutation.child), parent, mutation.operator, mutation.description)
+    return Proposal(mutation.child, space.canonical(mutation.child), parent, mutation.operator, mutation.description)
 
 
 def _neighbours(parent: CandidateRecord, space: EnumerableSpace) -> list[Proposal]:
@@ -212,7 +273,8 @@ def _neighbours(parent: CandidateRecord, space: EnumerableSpace) -> list[Proposa
                 changed = list(indices)
                 changed[position] = option
                 description = f"position {position}: {options[indices[position]]} -> {options[option]}"
-                found.append(Proposal(space.canonical(space.decode(changed)), parent, operator, description))
+                text = space.canonical(space.decode(changed))
+                found.append(Proposal(text, text, parent, operator, description))
     return found
 
 
@@ -224,23 +286,31 @@ def _proposals(
     taken: Callable[[str], bool],
     posteriors: Sequence[OperatorPosterior],
     operators: Sequence[str],
+    size: int,
     rng: random.Random,
+    wishes: Sequence[Sequence[str]] = (),
 ) -> list[Proposal]:
     settings = config.search
-    found: list[Proposal] = []
-    for parent in pool:
-        if isinstance(space, EnumerableSpace):
+
+    def mutation(parent: CandidateRecord) -> Proposal | None:
+        operator = (draw_operator(posteriors, rng, settings.bandit_epsilon) if settings.operator_bandit
+                    else rng.choice(list(operators)))
+        return _mutation(pool, space, operator, rng, parent=parent)
+
+    found: list[Proposal | None] = []
+    if isinstance(space, EnumerableSpace):  # proposals are cheap: neighbourhoods, mutations, samples
+        for parent in pool:
             found.extend(_neighbours(parent, space))
-        for _ in range(settings.model.mutations_per_parent):
-            operator = (draw_operator(posteriors, rng, settings.bandit_epsilon) if settings.operator_bandit
-                        else rng.choice(list(operators)))
-            proposal = _mutation(pool, space, operator, rng, parent=parent)
-            if proposal is not None:
-                found.append(proposal)
-    if isinstance(space, EnumerableSpace):
+            found.extend(mutation(parent) for _ in range(settings.model.mutations_per_parent))
         found.extend(_sample(space, rng) for _ in range(settings.model.random_proposals))
+    else:  # a mutation may parse and rewrite a whole file: a few per child, round the pool
+        members = list(pool)
+        found.extend(mutation(members[i % len(members)]) for i in range(size * settings.model.proposals_per_child))
+    found.extend(_wished(pool, space, wishes, settings.model.proposals_per_child, rng))
     unique: dict[str, Proposal] = {}
     for proposal in found:
-        if proposal.text not in unique and not taken(proposal.text) and _within_budget(config, features, proposal.text):
-            unique[proposal.text] = proposal
+        if proposal is None:
+            continue
+        if proposal.key not in unique and not taken(proposal.key) and _within_budget(config, features, proposal.text):
+            unique[proposal.key] = proposal
     return list(unique.values())

@@ -51,17 +51,27 @@ def exploration_weights(count: int, exploration: float) -> list[float]:
     return [exploration * i / (count - 1) for i in range(count)]
 
 
-def choose_batch(mean: np.ndarray, std: np.ndarray, count: int, exploration: float) -> list[tuple[int, float]]:
+def choose_batch(
+    mean: np.ndarray, std: np.ndarray, count: int, exploration: float,
+    preferred: Sequence[np.ndarray | None] | None = None,
+) -> list[tuple[int, float]]:
     """Indices of ``count`` distinct proposals and the weight each was chosen with: child i takes
-    the best not yet chosen by ``mean + w_i * std``."""
+    the best not yet chosen by ``mean + w_i * std``, among ``preferred[i]`` (a boolean mask) when
+    any of those is left."""
     chosen: list[tuple[int, float]] = []
     taken = np.zeros(len(mean), dtype=bool)
-    for weight in exploration_weights(min(count, len(mean)), exploration):
+    for child, weight in enumerate(exploration_weights(min(count, len(mean)), exploration)):
         value = np.where(taken, -np.inf, mean + weight * std)
-        index = int(np.argmax(value))
+        index = _best(value, preferred[child] if preferred and child < len(preferred) else None, taken)
         taken[index] = True
         chosen.append((index, weight))
     return chosen
+
+
+def _best(value: np.ndarray, mask: np.ndarray | None, taken: np.ndarray) -> int:
+    if mask is not None and np.any(mask & ~taken):
+        return int(np.argmax(np.where(mask & ~taken, value, -np.inf)))
+    return int(np.argmax(value))
 
 
 def capacity(costs: np.ndarray) -> np.ndarray:

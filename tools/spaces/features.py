@@ -37,7 +37,7 @@ def structure_features(space: SearchSpace, text: str) -> list[float]:
     own = getattr(space, "features", None)
     if callable(own):
         return [float(v) for v in own(text)]
-    return hashed_features(space.canonical(text))
+    return hashed_features(text)
 
 
 def hashed_features(text: str, width: int = HASHED_FEATURES) -> list[float]:
