@@ -5,6 +5,8 @@
                                          [--threads 2] [--save benchmarks/results/nb201_llm]
     python benchmarks/nb201_llm_bench.py --resume RUN_DIR... # go on with stopped runs to their budget
     python benchmarks/nb201_llm_bench.py --report DIR        # the tables for runs already in DIR
+    python benchmarks/nb201_llm_bench.py --navigator algorithmic --proposals 3 --budget 50 --runs 1
+        # the LLM proposes three children per plan, the score model keeps the best (issue 19)
 
 Runs can go side by side, one process each (``--start K --runs 1``), each with its own server:
 on 2 cores, two single-thread servers give about 1.4 times the output tokens per second of one
@@ -60,17 +62,20 @@ DEFAULT_TABLE = builtin_table("nasbench201-cifar10")  # shipped in the package (
 
 
 def llm_config(runs_dir: Path, index: int, seed: int, budget: int, time_limit_s: float | None,
-               threads: int = 2) -> dict:
+               threads: int = 2, navigator: str = "llm", proposals: int = 1, strategy: str = "model") -> dict:
+    """The run's config: the Generator on the LLM (``proposals`` children per plan, the score model
+    keeping the best), the Navigator on it too unless ``navigator = "algorithmic"``."""
     return {
         "name": f"nb201-llm-run{index}", "seed": seed, "runs_dir": str(runs_dir),
         "space": {"name": "nb201"},
-        "search": {"max_candidates": budget, "children_per_generation": 4, "top_k": 4, "time_limit_s": time_limit_s},
+        "search": {"max_candidates": budget, "children_per_generation": 4, "top_k": 4, "time_limit_s": time_limit_s,
+                   "strategy": strategy},
         "parallel": {"workers": 1},
         "phases": {"enabled": False},
         "workflow": {"min_layers": 1},
-        "roles": {"navigator": {"policy": "llm", "memory": True, "llm": role_llm(512, 0.7, threads)},
+        "roles": {"navigator": {"policy": navigator, "memory": True, "llm": role_llm(512, 0.7, threads)},
                   # Two re-asks (the product default) for a child its structural check refuses.
-                  "generator": {"policy": "llm", "memory": False,
+                  "generator": {"policy": "llm", "memory": False, "proposals": proposals,
                                 "llm": {**role_llm(512, 0.7, threads), "max_retries": 2}}},
     }  # fmt: skip
 
@@ -195,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, nargs="+", metavar="RUN_DIR",
                         help="go on with stopped runs (one after the other) to their budget, scored by --table; "
                              "wall time counts each session, not the time between them")  # fmt: skip
+    parser.add_argument("--navigator", choices=("llm", "algorithmic"), default="llm",
+                        help="the Navigator's policy (algorithmic: the score model plans, the LLM only writes children)")
+    parser.add_argument("--proposals", type=int, default=1,
+                        help="children the LLM Generator writes per plan; the score model keeps the best")
+    parser.add_argument("--strategy", choices=("model", "evolution"), default="model",
+                        help="search.strategy (evolution: as the runs before the score model existed)")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="print the tables for the run directories and *.summary.json files in DIR")
     args = parser.parse_args(argv)
@@ -220,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         seeds = run_seeds(args.seed, args.start + args.runs)  # the baselines' seeds, run by run
         for index, seed in list(enumerate(seeds))[args.start :]:
-            config = config_from_dict(llm_config(args.runs_dir, index, seed, args.budget, args.time_limit, args.threads))
+            config = config_from_dict(llm_config(args.runs_dir, index, seed, args.budget, args.time_limit, args.threads,
+                                                 args.navigator, args.proposals, args.strategy))
             finished(run(config, evaluator=ProblemEvaluator(problem)).run_dir)
     print_comparison(summaries, args.table, args.budget, args.seed)
     return 0

@@ -25,7 +25,9 @@ class Critic(Agent):
 def test_new_role_runs_between_generator_and_verifier(toy_config):
     assert "test_critic" in agent_names()
     config = toy_config(
-        search={"max_candidates": 3},
+        # The evolution strategy's children: the model strategy's warm start spreads over the
+        # widest proposals, which this critic trims into duplicates (discarded, not counted here).
+        search={"max_candidates": 3, "strategy": "evolution"},
         workflow={"pipeline": ["generator", "test_critic", "verifier"]},
         budget={"params_m": 1.0},
         space={"name": "toy", "settings": {"initial": ["C8,C64"]}},
