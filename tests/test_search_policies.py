@@ -216,3 +216,20 @@ def test_an_llm_navigator_is_shown_the_models_predictions(tmp_path):
     prompts = [p.text for s in read_steps(result.run_dir / "trace.sqlite", role="navigator") for p in s.prompts]
     assert any("score model" in text and "±" in text for text in prompts)
     assert not any("score model" in text for text in prompts[:1])  # the warm start has no model yet
+
+
+@pytest.mark.slow
+def test_the_model_strategy_keeps_children_within_the_budget_before_they_are_built(tmp_path):
+    """Proposals over the budget (by the template space's closed-form parameter count) are
+    dropped before they are picked: from a seed 10 times over budget, no child needs the
+    downscaler (the evolution strategy's do: tests/test_end_to_end.py)."""
+    import archsmith
+    from archsmith.graph.config import load_config
+
+    seed = ("SuperConvK3BNRELU(3,32,1,1)SuperResK3K3(32,64,2,32,1)SuperResK3K3(64,128,2,64,1)"
+            "SuperConvK1BNRELU(128,256,1,1)")
+    config = load_config(overrides=[f"runs_dir='{tmp_path}'", "search.max_candidates=8", "budget.params_m=0.1",
+                                    f"space.settings.initial=['{seed}']"])
+    result = archsmith.run(config)
+    assert result.counts["valid"] == 8 and result.counts["repaired_by_downscaler"] == 0
+    assert all(r["params"] <= 0.1e6 for r in result.history if r["status"] == "valid")
