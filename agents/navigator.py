@@ -162,14 +162,15 @@ class Navigator(Agent):
 
     def _model_plans(self, state: SearchState, phase: Phase, base: str | None, step: StepRecord) -> list[Strategy]:
         """The surrogate-guided strategy (agents.policies.model_plans); the refinement base, when
-        there is one, joins the pool of parents and only the small operators are drawn."""
+        there is one, joins the pool of parents. Every operator stays available in refinement: the
+        model judges the proposals, and single changes alone leave a search stuck in one basin."""
         history = state.get("history", [])
         records = {r["id"]: r for r in history}
         parents = self._parents(state)
         pool = [records.get(pid) or {"id": pid, "text": text, "score": 0.0} for pid, text in parents.items()]
         if base and base not in parents:
             pool.insert(0, records[base])
-        operators = local_operators(self.ctx.space) if base else self.ctx.space.operators()
+        operators = self.ctx.space.operators()
         posteriors, _ = self._operator_choice(state, operators, step)
         rng = rng_for(self.ctx.config.seed, "model", state.get("generation", 0))
         size = self._plan_size(state)

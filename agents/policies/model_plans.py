@@ -136,16 +136,30 @@ def plan_generation(
     model = fit_model(features.matrix(texts), (scores - centre) / scale, settings.model.trees, rng.randrange(2**31))
     score_model = ScoreModel(model, features, centre, scale, len(valid))
     mean, std = score_model.predict([p.text for p in proposals])
+    stalled = stagnation(valid)
+    exploration = settings.model.exploration * (1 + stalled // max(2 * size, 1))
     plans = []
-    for index, weight in choose_batch((mean - centre) / scale, std / scale, size, settings.model.exploration,
+    for index, weight in choose_batch((mean - centre) / scale, std / scale, size, exploration,
                                       _masks(proposals, wishes)):
         plan = _plan(proposals[index], f"UCB weight {weight:.2f}: predicted {mean[index]:.4g} ± {std[index]:.3g}")
         plan["predicted_score"] = float(mean[index])
         plan["predicted_std"] = float(std[index])
         plans.append(plan)
     info = {"model": {"trained_on": len(valid), "proposals": len(proposals), "trees": settings.model.trees,
+                      "evaluations_since_best": stalled, "exploration": exploration,
                       "seconds": round(time.perf_counter() - started, 4)}}
     return ModelPlan(plans, info, score_model)
+
+
+def stagnation(valid: Sequence[CandidateRecord]) -> int:
+    """Valid candidates evaluated since the best score was first reached (0: the latest is best).
+
+    The acquisition's exploration weight grows by its base value for every two generations' worth
+    of them, so a search that has exhausted one basin bets on what the model knows least."""
+    scores = [float(r["score"]) for r in valid]
+    if not scores:
+        return 0
+    return len(scores) - 1 - scores.index(max(scores))
 
 
 def _plan(proposal: Proposal, rationale: str) -> Strategy:
