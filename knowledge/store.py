@@ -1,20 +1,28 @@
-"""The idea store: a Chroma persistent collection of tagged ideas with offline embeddings.
+"""The idea store: Chroma collections of tagged ideas with offline embeddings, one per embedding model.
 
 One directory per store (default: the per-user data directory, see :func:`default_store_path`):
-Chroma's files plus ``store.json``, which records the embedding model, the attribute tree's
-fingerprint and whether the starter corpus was imported. A store built with another embedding model
-is refused (vectors of two models must never be mixed). Near-duplicate ideas (cosine similarity at
-least ``merge_threshold`` to an idea already stored, or earlier in the same batch) are merged into
-the existing idea, whose ``merged`` count goes up; an idea whose exact text is stored is skipped.
+Chroma's files plus ``store.json``, which records the attribute tree's fingerprint and, per embedding
+model, its collection and whether the starter corpus was imported into it. Vectors of two models are
+never mixed: each model has its own collection, made (with the starter ideas) the first time the
+store is opened with that model, so a command or run using one embedding never locks out another.
+Ideas added later (ingest) go into the collection of the embedding in use. A store written by the
+first format (one collection, ``ideas``, for the one model it was built with) is migrated in place:
+that collection becomes the one of its model. Near-duplicate ideas (cosine similarity at least
+``merge_threshold`` to an idea already stored, or earlier in the same batch) are merged into the
+existing idea, whose ``merged`` count goes up; an idea whose exact text is stored is skipped.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
+import re
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +34,23 @@ from archsmith.knowledge.ideas import Idea, read_ideas, starter_corpus_path
 from archsmith.knowledge.tree import AttributeTree
 from archsmith.knowledge.errors import KnowledgeError
 
-COLLECTION = "ideas"
-STORE_FORMAT = 1
+LEGACY_COLLECTION = "ideas"  # format 1: the one collection, of the one model the store was built with
+STORE_FORMAT = 2
+READS_FORMATS = (1, 2)
 MANIFEST = "store.json"
+LOCK = ".store.lock"
 ADD_CHUNK = 1000  # ideas embedded and deduplicated per step
 LEVELS = ("target", "granularity", "main_category", "sub_category")
 
 
 class StoreError(KnowledgeError, RuntimeError):
     """A store that cannot be opened or used as asked; the message says why and what to do."""
+
+
+def collection_name(model: str) -> str:
+    """The Chroma collection of an embedding model's vectors (3-63 characters of [A-Za-z0-9._-])."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-._") or "model"
+    return f"ideas-{slug}"[:63].rstrip("-._")
 
 
 def default_store_path() -> Path:
@@ -80,30 +96,49 @@ def where_filter(**levels: str | None) -> dict[str, Any] | None:
 
 
 class IdeaStore:
-    def __init__(self, path: Path, embedder: Embedder, tree: AttributeTree, merge_threshold: float) -> None:
+    def __init__(self, path: Path, embedder: Embedder, tree: AttributeTree, merge_threshold: float,
+                 seed_starter: bool = False) -> None:
         self.path = path
         self.embedder = embedder
         self.tree = tree
         self.merge_threshold = merge_threshold
-        self.manifest = self._read_manifest()
         # onnxruntime (which chromadb imports) reports usage over the network unless told not to:
         # set the switch before chromadb is first imported, unless the user chose otherwise.
         os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import chromadb
         from chromadb.config import Settings
 
-        self._client = chromadb.PersistentClient(
-            path=str(path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
-        )
-        self._collection = self._client.get_or_create_collection(
-            COLLECTION,
-            configuration={"hnsw": {"space": "cosine"}},
-            metadata={"embedding_model": embedder.name, "dim": embedder.dim},
-            embedding_function=None,
-        )
-        stored_model = (self._collection.metadata or {}).get("embedding_model")
-        if stored_model != embedder.name:
-            raise StoreError(self._refusal(str(stored_model)))
+        self._check_not_foreign()
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self._locked():  # two processes adding one model's collection at once make it once
+            self.manifest = self._read_manifest()
+            entry = self.manifest["collections"].get(embedder.name)
+            if entry is None:
+                entry = {"collection": collection_name(embedder.name), "dim": embedder.dim,
+                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "starter_imported": False}
+                self.manifest["collections"][embedder.name] = entry
+                self._write_manifest()
+            self._client = chromadb.PersistentClient(
+                path=str(path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
+            )
+            self._collection = self._client.get_or_create_collection(
+                entry["collection"],
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"embedding_model": embedder.name, "dim": embedder.dim},
+                embedding_function=None,
+            )
+            stored_model = (self._collection.metadata or {}).get("embedding_model")
+            if stored_model != embedder.name:
+                raise StoreError(
+                    f"the idea store at {path}: collection {entry['collection']!r} holds vectors of "
+                    f"embedding model {stored_model!r}, but {MANIFEST} lists it for {embedder.name!r}; "
+                    f"the store is inconsistent: move it away, or set knowledge.path (--store) to a new "
+                    f"directory (a new store gets the starter ideas again)"
+                )
+            if seed_starter and not entry.get("starter_imported"):
+                self.add(read_ideas(starter_corpus_path(), self.tree, by="hand"))
+                entry["starter_imported"] = True
+                self._write_manifest()
 
     @classmethod
     def open(
@@ -114,36 +149,76 @@ class IdeaStore:
         merge_threshold: float = 0.88,
         seed_starter: bool = True,
     ) -> IdeaStore:
-        """Open (or create) the store at ``path``; a new store gets the starter corpus."""
-        store = cls(Path(path) if path else default_store_path(), get_embedder(embedding),
-                    tree or AttributeTree.load(), merge_threshold)
-        if seed_starter and not store.manifest.get("starter_imported"):
-            store.add(read_ideas(starter_corpus_path(), store.tree, by="hand"))
-            store.manifest["starter_imported"] = True
-            store._write_manifest()
-        return store
+        """Open (or create) the store at ``path`` with the collection of ``embedding``'s model; a
+        collection made now gets the starter corpus (unless ``seed_starter`` is false)."""
+        return cls(Path(path) if path else default_store_path(), get_embedder(embedding),
+                   tree or AttributeTree.load(), merge_threshold, seed_starter)
+
+    @property
+    def embeddings(self) -> dict[str, int]:
+        """Each embedding model with a collection in this store, and how many ideas it holds."""
+        counts: dict[str, int] = {}
+        for model, entry in sorted(self.manifest["collections"].items()):
+            if model == self.embedder.name:
+                counts[model] = self._collection.count()
+                continue
+            try:
+                counts[model] = self._client.get_collection(entry["collection"]).count()
+            except Exception:  # noqa: BLE001 - listed but never made (a crash before the first add)
+                counts[model] = 0
+        return counts
 
     # -- manifest ------------------------------------------------------------------------------
+
+    def _check_not_foreign(self) -> None:
+        if (self.path / MANIFEST).exists() or not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise StoreError(f"{self.path} is a file, not an idea store directory; set knowledge.path "
+                             f"(or --store) to a directory")
+        if any(entry.name != LOCK for entry in self.path.iterdir()):
+            raise StoreError(f"{self.path} is not empty and has no {MANIFEST}: not an Archsmith idea store; "
+                             f"set knowledge.path (or --store) to a new or empty directory")
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (one process at a time is then up to the user)
+            yield
+            return
+        with open(self.path / LOCK, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _read_manifest(self) -> dict[str, Any]:
         file = self.path / MANIFEST
         if not file.exists():
-            if self.path.exists() and any(self.path.iterdir()):
-                raise StoreError(f"{self.path} is not empty and has no {MANIFEST}: not an Archsmith idea store")
-            self.path.mkdir(parents=True, exist_ok=True)
-            manifest = {"format": STORE_FORMAT, "embedding_model": self.embedder.name,
-                        "dim": self.embedder.dim, "tree": self.tree.fingerprint(),
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "starter_imported": False}
+            manifest = {"format": STORE_FORMAT, "tree": self.tree.fingerprint(),
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "collections": {}}
             self._write_manifest(manifest)
             return manifest
         try:
             manifest = json.loads(file.read_text("utf-8"))
         except (OSError, json.JSONDecodeError) as error:
-            raise StoreError(f"{file}: unreadable store manifest ({error})") from None
-        if manifest.get("format") != STORE_FORMAT:
-            raise StoreError(f"{file}: store format {manifest.get('format')!r}, this Archsmith reads {STORE_FORMAT}")
-        if manifest.get("embedding_model") != self.embedder.name:
-            raise StoreError(self._refusal(str(manifest.get("embedding_model"))))
+            raise StoreError(f"{file}: unreadable store manifest ({error}); restore the file, or move the "
+                             f"store away to start a new one (with the starter ideas)") from None
+        if not isinstance(manifest, dict) or manifest.get("format") not in READS_FORMATS:
+            found = manifest.get("format") if isinstance(manifest, dict) else None
+            raise StoreError(f"{file}: store format {found!r}, this Archsmith reads formats "
+                             f"{', '.join(map(str, READS_FORMATS))}; upgrade Archsmith, or set knowledge.path "
+                             f"(or --store) to another directory")
+        if manifest["format"] == 1:  # one collection, of the model the store was built with
+            model = str(manifest.pop("embedding_model"))
+            manifest["collections"] = {model: {
+                "collection": LEGACY_COLLECTION, "dim": manifest.pop("dim", None),
+                "created": manifest.get("created"), "starter_imported": manifest.pop("starter_imported", False),
+            }}
+            manifest["format"] = STORE_FORMAT
+            self._write_manifest(manifest)
         return manifest
 
     def _write_manifest(self, manifest: dict[str, Any] | None = None) -> None:
@@ -152,13 +227,6 @@ class IdeaStore:
         temporary = self.path / f".{MANIFEST}.tmp"
         temporary.write_text(json.dumps(self.manifest, indent=2), "utf-8")
         os.replace(temporary, self.path / MANIFEST)
-
-    def _refusal(self, stored: str) -> str:
-        return (
-            f"the idea store at {self.path} was built with embedding model {stored!r}, not "
-            f"{self.embedder.name!r}; vectors of two models cannot be mixed. Open it with the "
-            f"embedding it was built with, or use another knowledge.path for a new store."
-        )
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -236,9 +304,23 @@ class IdeaStore:
     def count(self) -> int:
         return self._collection.count()
 
+    def _filter(self, levels: dict[str, str | None]) -> dict[str, Any] | None:
+        """The Chroma filter for ``levels``; a StoreError names a value the tree does not have."""
+        where = where_filter(**levels)
+        leaves = self.tree.leaves()
+        for level in LEVELS:
+            value = levels.get(level)
+            known = list(dict.fromkeys(getattr(tag, level) for tag in leaves))
+            if value and value not in known:
+                close = difflib.get_close_matches(value, known, n=1)
+                listed = f" (known: {', '.join(known)})" if len(known) <= 20 else ""
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise StoreError(f"filter: {level} {value!r} is not in the attribute tree{listed}{hint}")
+        return where
+
     def ideas(self, **levels: str | None) -> list[StoredIdea]:
         """Every stored idea, optionally filtered by tree levels, ordered by id."""
-        result = self._collection.get(where=where_filter(**levels), include=["documents", "metadatas"])
+        result = self._collection.get(where=self._filter(levels), include=["documents", "metadatas"])
         out = [
             StoredIdea(idea_id, Idea.from_metadata(text, meta), int(meta.get("merged", 0)))
             for idea_id, text, meta in zip(result["ids"], result["documents"] or [], result["metadatas"] or [])
@@ -248,10 +330,10 @@ class IdeaStore:
     def search(self, query: str, n: int = 5, **levels: str | None) -> list[StoredIdea]:
         """The ``n`` ideas nearest in meaning to ``query`` (most similar first)."""
         if n < 1:
-            raise StoreError(f"search needs n >= 1, got {n}")
+            raise StoreError(f"search: -n must be at least 1, got {n}")
         vector = self.embedder.embed([query])
         result = self._collection.query(
-            query_embeddings=vector, n_results=n, where=where_filter(**levels),
+            query_embeddings=vector, n_results=n, where=self._filter(levels),
             include=["documents", "metadatas", "distances"],
         )
         return [
@@ -272,6 +354,7 @@ class IdeaStore:
             "merged_duplicates": sum(stored.merged for stored in ideas),
             "main_categories": {tag.main_key: per_main.get(tag.main_key, 0) for tag in self.tree.main_categories()},
             "sub_categories": dict(sorted(per_sub.items())),
+            "embeddings": self.embeddings,  # every model's collection in this store, with its size
             **self.version(ideas),
         }
 

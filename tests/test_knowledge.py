@@ -175,17 +175,69 @@ def test_filters_by_any_level_and_search(tmp_path):
         store.ideas(colour="red")
 
 
-def test_a_store_built_with_another_embedding_is_refused(tmp_path):
+def test_each_embedding_has_its_own_collection_with_the_starter_ideas(tmp_path):
     path = tmp_path / "store"
-    open_store(path).add(make_ideas([idea_record("Use depthwise convolutions in the stem.")]))
-    with pytest.raises(StoreError, match="built with embedding model 'hashing-384', not 'all-MiniLM-L6-v2'"):
-        IdeaStore.open(path, embedding="minilm", seed_starter=False)
+    hashing = IdeaStore.open(path, embedding="hashing")
+    hashing.add(make_ideas([idea_record("Use depthwise convolutions in the stem.")]))
+    lexical = hashing.count()
+    minilm = IdeaStore.open(path, embedding="minilm", seed_starter=False)  # no vectors needed here
+    assert minilm.count() == 0 and minilm.embedder.name == "all-MiniLM-L6-v2"
+    assert minilm.embeddings == {"all-MiniLM-L6-v2": 0, "hashing-384": lexical}
+    reopened = IdeaStore.open(path, embedding="hashing")  # unharmed by the other model's collection
+    assert reopened.count() == lexical and reopened.stats()["embeddings"]["hashing-384"] == lexical
+    manifest = json.loads((path / "store.json").read_text("utf-8"))
+    assert manifest["format"] == 2 and set(manifest["collections"]) == {"hashing-384", "all-MiniLM-L6-v2"}
+    assert manifest["collections"]["hashing-384"]["starter_imported"] is True
+
+
+def _legacy_store(path, ideas):
+    """A store as the first format wrote it: one collection, 'ideas', tagged with its model."""
+    import chromadb
+    from chromadb.config import Settings
+
+    from archsmith.knowledge.embedding import get_embedder
+
+    embedder = get_embedder("hashing")
+    client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+    collection = client.get_or_create_collection(
+        "ideas", configuration={"hnsw": {"space": "cosine"}},
+        metadata={"embedding_model": embedder.name, "dim": embedder.dim}, embedding_function=None)
+    collection.add(ids=[idea.id for idea in ideas], embeddings=embedder.embed([idea.text for idea in ideas]),
+                   documents=[idea.text for idea in ideas], metadatas=[idea.metadata() for idea in ideas])
+    (path / "store.json").write_text(json.dumps({
+        "format": 1, "embedding_model": embedder.name, "dim": embedder.dim, "tree": TREE.fingerprint(),
+        "created": "2026-01-01T00:00:00+0000", "starter_imported": True}), "utf-8")
+    del client
+
+
+def test_a_store_of_the_first_format_opens_with_its_ideas_and_takes_other_embeddings(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORT_DISABLE_TELEMETRY", "1")  # as IdeaStore does before chromadb is imported
+    path = tmp_path / "store"
+    ideas = make_ideas([idea_record("Use depthwise convolutions in the stem."),
+                        idea_record("Replace ReLU with GELU.", target="performance", main="activation", sub="gelu")])
+    _legacy_store(path, ideas)
+    old = IdeaStore.open(path, embedding="hashing")  # the starter corpus counted as imported: as it was
+    assert sorted(stored.id for stored in old.ideas()) == sorted(idea.id for idea in ideas)
+    assert old.search("depthwise stem", n=1)[0].id == ideas[0].id
+    manifest = json.loads((path / "store.json").read_text("utf-8"))
+    assert manifest["format"] == 2 and manifest["collections"]["hashing-384"]["collection"] == "ideas"
+    new = IdeaStore.open(path, embedding="minilm", seed_starter=False)
+    assert new.count() == 0 and new.embeddings == {"all-MiniLM-L6-v2": 0, "hashing-384": 2}
+    assert IdeaStore.open(path, embedding="hashing").count() == 2
+
+
+def test_an_unknown_store_format_names_the_fix(tmp_path):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "store.json").write_text('{"format": 9}', "utf-8")
+    with pytest.raises(StoreError, match="store format 9, this Archsmith reads formats 1, 2; upgrade Archsmith, "
+                                         r"or set knowledge.path \(or --store\)"):
+        open_store(tmp_path / "store")
 
 
 def test_a_foreign_directory_is_not_taken_over(tmp_path):
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "notes.txt").write_text("mine", "utf-8")
-    with pytest.raises(StoreError, match="not an Archsmith idea store"):
+    with pytest.raises(StoreError, match=r"not an Archsmith idea store; set knowledge.path \(or --store\)"):
         open_store(tmp_path / "store")
 
 

@@ -92,5 +92,14 @@ def test_knowledge_commands(tmp_path):
     assert ingested.exit_code == 0, ingested.output
     assert json.loads(ingested.output)["ideas_added"] + json.loads(ingested.output)["ideas_merged"] == 1
 
-    wrong = runner.invoke(app, ["knowledge", "stats", "--store", str(tmp_path / "store")])  # default: minilm
-    assert wrong.exit_code == 2 and "built with embedding model 'hashing-384'" in wrong.output.replace("\n", " ")
+    typo = runner.invoke(app, ["knowledge", "list", *store, "--sub", "depthwse convolution"])
+    assert typo.exit_code == 2 and "did you mean 'depthwise convolution'" in typo.output.replace("\n", " ")
+    assert runner.invoke(app, ["knowledge", "search", "x", "-n", "0", *store]).exit_code == 2
+    missing = runner.invoke(app, ["knowledge", "ingest", str(tmp_path / "absent.jsonl"), *store])
+    assert missing.exit_code == 2 and "absent.jsonl" in missing.output
+
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("mine", "utf-8")
+    refused = runner.invoke(app, ["knowledge", "stats", "--store", str(foreign), "--set", "knowledge.embedding=hashing"])
+    assert refused.exit_code == 2 and "not an Archsmith idea store" in refused.output.replace("\n", " ")
