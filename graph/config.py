@@ -9,10 +9,10 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import tomli_w
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from archsmith.agents.servers import ServerSpec
 from archsmith.graph.config_scoring import (  # noqa: F401  (re-exported: one config namespace)
@@ -369,11 +369,79 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config section class an annotation holds (``X``, ``X | None``), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
+    """The field names of the section that holds the key at ``loc`` (None: a free-form table)."""
+    model: type[BaseModel] = ArchsmithConfig
+    parts = list(loc[:-1])
+    while parts:
+        part = parts.pop(0)
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        if get_origin(annotation) is dict:  # roles.<name>: skip the free key
+            annotation = get_args(annotation)[1]
+            if parts:
+                parts.pop(0)
+        section = _section_model(annotation)
+        if section is None:
+            return None
+        model = section
+    return list(model.model_fields)
+
+
+def _sections_with(name: str) -> list[str]:
+    """Dotted sections (under the top level) that have a field ``name``."""
+    found: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str, depth: int) -> None:
+        for key, field in model.model_fields.items():
+            if key == name and prefix:
+                found.append(prefix)
+            section = _section_model(field.annotation)
+            if section is not None and depth < 3:
+                free = "<name>." if get_origin(field.annotation) is dict else ""  # roles.<name>
+                walk(section, f"{prefix}{key}.{free}", depth + 1)
+
+    walk(ArchsmithConfig, "", 0)
+    return [section.rstrip(".") for section in found]
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """For an unknown key: the closest field of its section, or the sections that have it."""
+    import difflib
+
+    key = str(loc[-1])
+    names = _fields_at(loc)
+    if names is None:
+        return ""
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    parent = ".".join(str(part) for part in loc[:-1])
+    if close:
+        return f"; did you mean {parent + '.' if parent else ''}{close[0]}?"
+    role = str(loc[1]) if len(loc) > 2 and loc[0] == "roles" else "<name>"
+    elsewhere = [section.replace("roles.<name>", f"roles.{role}") for section in _sections_with(key)]
+    if elsewhere:
+        return f"; {key} belongs in {' or '.join(f'[{s}]' for s in elsewhere)}"
+    return f"; known keys here: {', '.join(names)}"
+
+
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for issue in error.errors():
         where = ".".join(str(part) for part in issue["loc"]) or "(top level)"
-        lines.append(f"  {where}: {issue['msg']}")
+        hint = _did_you_mean(tuple(issue["loc"])) if issue["type"] == "extra_forbidden" and issue["loc"] else ""
+        lines.append(f"  {where}: {issue['msg']}{hint}")
     return "\n".join(lines)
 
 
