@@ -197,3 +197,59 @@ def test_mutated_models_build_with_matching_params(star: YoloSpace, ultralytics_
         assert sum(p.numel() for p in model.parameters()) == star.param_count(child, 3), operator
         out = model.train()(torch.randn(2, 3, 64, 64))
         assert out["scores"].shape == (2, 3, 84), operator
+
+
+def _stock_yolov8_yaml() -> str:
+    """Ultralytics' own cfg/models/v8/yolov8.yaml (five scales, no scale:), read without importing
+    ultralytics; where it is not installed, the same table written out."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is not None and spec.submodule_search_locations:
+        stock = Path(spec.submodule_search_locations[0]) / "cfg" / "models" / "v8" / "yolov8.yaml"
+        if stock.is_file():
+            return stock.read_text("utf-8")
+    scales = "".join(f"  {k}: [{d}, {w}, {c}]\n" for k, (d, w, c) in {
+        "n": (0.33, 0.25, 1024), "s": (0.33, 0.50, 1024), "m": (0.67, 0.75, 768), "l": (1.00, 1.00, 512),
+        "x": (1.00, 1.25, 512)}.items())
+    return f"nc: 80\nscales:\n{scales}{YOLOV8_ROWS}"
+
+
+def test_the_scale_comes_from_the_file_name_as_in_ultralytics(star: YoloSpace, tmp_path) -> None:
+    from archsmith.graph.check import load_candidate
+    from archsmith.tools.spaces.yolo import guess_model_scale, with_scale_from_name
+
+    assert [guess_model_scale(name) for name in ("yolov8n.yaml", "/m/yolov8x.yaml", "yolov8.yaml", "yolo11s.yaml",
+                                                 "yolov8n-p6.yaml", "model.yaml")] == ["n", "x", "", "s", "n", ""]
+    stock = _stock_yolov8_yaml()
+    assert "scales has 5 entries" in star.validate(stock).summary() and "yolov8n.yaml" in star.validate(stock).summary()
+    figures = {"n": 3_157_200, "s": 11_166_560}  # ultralytics' model.info() for YOLOv8n/s
+    for scale, params in figures.items():
+        path = tmp_path / f"yolov8{scale}.yaml"
+        path.write_text(stock, "utf-8")
+        given = load_candidate(str(path))
+        assert given.space == "yolo" and f"scale {scale} from its name" in given.why
+        assert star.validate(given.text).ok, star.validate(given.text).summary()
+        assert star.param_count(given.text) == params
+    unnamed = tmp_path / "yolov8.yaml"
+    unnamed.write_text(stock, "utf-8")
+    assert not star.validate(load_candidate(str(unnamed)).text).ok  # no scale in the name: say which to add
+    explicit = "scale: s\n" + stock
+    assert with_scale_from_name(explicit, "yolov8n.yaml") == explicit  # a written scale wins
+    flow = '{"nc": 80, "scales": {"n": [0.33, 0.25, 1024]}, "backbone": [], "head": []}'
+    assert "scale: n" in with_scale_from_name(flow.replace("}, \"backbone", ', "s": [0.33, 0.5, 1024]}, "backbone'),
+                                              "yolov8n.yaml")
+
+
+@pytest.mark.slow
+def test_check_of_the_stock_yolov8n_yaml(ultralytics_env, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from archsmith.graph.cli import app
+
+    path = tmp_path / "yolov8n.yaml"
+    path.write_text(_stock_yolov8_yaml(), "utf-8")
+    result = CliRunner(env={"COLUMNS": "120"}).invoke(app, ["check", str(path), "--set", "evaluator.nas_det.input_size=64"])
+    assert result.exit_code == 0, result.output
+    assert "3,157,200" in result.output and "8,855,091,200" in result.output  # ultralytics' YOLOv8n figures

@@ -13,6 +13,8 @@ is imported there, inside the sandbox.
 from __future__ import annotations
 
 import random
+import re
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -92,6 +94,39 @@ def base_yaml(base: str, nc: int = 80) -> str:
     )
 
 
+_SCALE_IN_NAME = re.compile(r"yolo(e-)?[v]?\d+([nslmx])")
+
+
+def guess_model_scale(filename: str) -> str:
+    """The scale letter (n, s, m, l, x) a model file's name gives, as ultralytics'
+    ``guess_model_scale`` reads it (``yolov8n.yaml`` -> ``n``); "" when the name gives none."""
+    match = _SCALE_IN_NAME.search(PurePath(filename).stem)
+    return match.group(2) if match else ""
+
+
+def with_scale_from_name(text: str, filename: str) -> str:
+    """``text`` with ``scale:`` set from the file name when the YAML has a ``scales`` table and no
+    ``scale`` (ultralytics' ``YOLO("yolov8n.yaml")`` builds yolov8.yaml at scale n); else ``text``."""
+    import yaml
+
+    scale = guess_model_scale(filename)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # validation names the syntax error
+    if not (scale and isinstance(data, dict) and isinstance(data.get("scales"), dict)) or "scale" in data:
+        return text
+    if scale not in data["scales"]:
+        return text  # validation lists the scales there are
+    named = f"scale: {scale} # from the file name {PurePath(filename).name}, as ultralytics reads it\n{text}"
+    try:
+        if (yaml.safe_load(named) or {}).get("scale") == scale:
+            return named
+    except yaml.YAMLError:
+        pass
+    return yaml.safe_dump({"scale": scale, **data}, sort_keys=False)  # e.g. a flow-style document
+
+
 class YoloSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -113,6 +148,7 @@ class YoloSpace:
     """Ultralytics YOLOv8 model YAMLs: validation, mutation, shrinking, repair and building."""
 
     name: ClassVar[str] = "yolo"
+    file_suffix: ClassVar[str] = ".yaml"  # best/model.yaml, `archsmith export`
     # The verifier's execution check (archsmith.tools.spaces.check_task): a detector's outputs.
     check_task: ClassVar[str] = "archsmith.tools.detection_tasks:check_detection_candidate"
 

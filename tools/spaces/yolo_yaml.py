@@ -144,7 +144,8 @@ def _multiples(data: dict[str, Any], issues: list[ValidationIssue]) -> tuple[flo
         if not isinstance(scales, dict) or not scales:
             return fail("scales must map a scale name to [depth, width, max_channels]")
         if key is None and len(scales) > 1:
-            return fail(f"scales has {len(scales)} entries; add scale: <one of {', '.join(map(str, scales))}>")
+            return fail(f"scales has {len(scales)} entries; add scale: <one of {', '.join(map(str, scales))}> "
+                        "or name the file after its scale (yolov8n.yaml), as ultralytics does")
         key = key if key is not None else next(iter(scales))
         entry = scales.get(key)
         if not (isinstance(entry, list) and len(entry) == 3 and all(_is_number(v) for v in entry)):
