@@ -12,29 +12,41 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from archsmith.graph.cli_check import check, export
+from archsmith.graph.cli_config import budget_line, config_app, load_checked
+from archsmith.graph.cli_errors import ArchsmithGroup, SetOption
 from archsmith.graph.cli_errors import user_errors as _user_errors
-from archsmith.graph.cli_tables import flops_text as _flops_text
 from archsmith.graph.cli_tables import print_result as _print_result
 from archsmith.graph.config import ConfigError, load_config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Archsmith: agents that design neural networks.")
+app = typer.Typer(
+    cls=ArchsmithGroup, no_args_is_help=True, help="Archsmith: agents that design neural networks.",
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
+)
 console = Console()
 
-SetOption = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", "-s", help="Override a config field: --set budget.params_m=0.5 (repeatable)."),
-]
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"archsmith {version('archsmith')}")
+        except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+            typer.echo("archsmith (not installed: no version)")
+        raise typer.Exit()
 
 
-def _load(config: Path | None, overrides: list[str] | None):
-    try:
-        return load_config(config, overrides or [])
-    except ConfigError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
+@app.callback()
+def _main(
+    show_version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
+                                               help="Print the version and exit.")] = False,
+) -> None:
+    """Archsmith: agents that design neural networks."""
 
 
 def _run_paths(run_dir: Path):
@@ -43,7 +55,7 @@ def _run_paths(run_dir: Path):
     try:
         return RunPaths.existing(run_dir)
     except FileNotFoundError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -74,14 +86,15 @@ def run(
     """Run a search (with no config: the default template-space search, no LLM, no GPU)."""
     from archsmith.graph.run import run as run_search
 
-    cfg = _load(config, set_)
-    console.print(f"space [bold]{cfg.space.name}[/bold], budget params <= {cfg.budget.params_m} M, "
-                  f"{cfg.search.max_candidates} candidates, workers {cfg.parallel.workers}")
+    cfg = load_checked(config, set_)  # every config error before any output
+    console.print(f"space [bold]{cfg.space.name}[/bold], evaluator {cfg.evaluator.name}, "
+                  f"workers {cfg.parallel.workers}", highlight=False)
+    console.print(budget_line(cfg, config, set_), highlight=False, soft_wrap=True)
     started: list[Path] = []
 
     def announce(run_dir: Path) -> None:
         started.append(run_dir)
-        console.print(f"run directory: {run_dir}")
+        console.print(f"run directory: {run_dir}", soft_wrap=True)
 
     try:
         with _user_errors(), _terminate_as_interrupt():
@@ -112,7 +125,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def _interrupted(run_dir: Path | None) -> None:
     if run_dir is not None:
-        console.print(f"[yellow]interrupted; continue with: archsmith resume {run_dir}[/yellow]")
+        console.print(f"[yellow]interrupted; continue with: archsmith resume {run_dir}[/yellow]", soft_wrap=True)
     raise typer.Exit(130)
 
 
@@ -134,52 +147,9 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="The run directory (runs
     _print_result(result)
 
 
-@app.command()
-def check(
-    candidate: Annotated[str, typer.Argument(help="A candidate (structure string) or a file holding one; a .py file is a code candidate, a .yaml file a detection model.")],
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config for space and budget.")] = None,
-    set_: SetOption = None,
-) -> None:
-    """Run the Verifier's checks and the evaluator on one candidate; exit 1 if it fails."""
-    from archsmith.graph.check import check_candidate, read_candidate
-
-    is_file = Path(candidate).is_file()
-    code_file = candidate.endswith(".py") and is_file
-    if candidate.endswith((".yaml", ".yml")) and is_file and config is None:  # a detection model
-        from archsmith.graph.check import detection_check_config
-
-        with _user_errors():
-            cfg = detection_check_config(read_candidate(candidate), set_)
-    else:
-        cfg = _load(config, ["space.name=code", *(set_ or [])] if code_file and config is None else set_)
-    with _user_errors():
-        report = check_candidate(read_candidate(candidate), cfg)
-    table = Table(show_header=False, title="check")
-    table.add_column("field", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    table.add_row("verdict", "[green]pass[/green]" if report.ok else f"[red]fail[/red] at {report.stage}")
-    if report.reason:
-        table.add_row("reason", report.reason)
-    if report.params is not None:
-        limit = f"budget {cfg.budget.params_m} M" if cfg.budget.params_m is not None else "no budget"
-        table.add_row("params", f"{report.params:,} ({report.params / 1e6:.3f} M; {limit})")
-    if report.macs is not None:
-        table.add_row("MACs", f"{report.macs:,}")
-    if report.flops is not None:
-        table.add_row("FLOPs (2 x MACs)", f"{report.flops:,} ({_flops_text(report.flops)})")
-    if report.score is not None:
-        label = "Zen-score" if cfg.evaluator.name == "zen" else f"score ({cfg.evaluator.name})"
-        table.add_row(label, f"{report.score:.4f} (std {report.score_std or 0:.4f})")
-    for name, value in report.metrics.items():
-        table.add_row(f"{name} (reported only)", f"{value:.4f}")
-    if report.weight_layers is not None:
-        table.add_row("weight layers run", str(report.weight_layers))
-    if report.sandbox:
-        table.add_row("sandbox", report.sandbox)
-    console.print(table)
-    if report.traceback and not report.ok:
-        console.print(report.traceback[-2000:])
-    raise typer.Exit(0 if report.ok else 1)
+app.command("check")(check)
+app.command("export")(export)
+app.add_typer(config_app, name="config")
 
 
 @app.command()
@@ -209,7 +179,7 @@ def trace(
         if step is not None:
             record = store.step(step)
             if record is None:
-                console.print(f"[red]no step {step} in {paths.trace_db}[/red]")
+                console.print(f"[red]no step {step} in {paths.trace_db}[/red]", soft_wrap=True)
                 raise typer.Exit(2)
             if as_json:
                 typer.echo(record.model_dump_json(indent=2))
@@ -222,20 +192,38 @@ def trace(
         elif as_json:
             typer.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
         else:
-            table = Table(title=f"steps of {paths.run_id}")
-            for column in ("step", "session", "gen", "candidate", "node", "policy", "seconds"):
-                table.add_column(column, no_wrap=True)
-            table.add_column("decision", overflow="ellipsis", no_wrap=True, ratio=1)
-            for record in records:
-                table.add_row(*_step_row(record))
-            console.print(table)
+            _print_steps(paths.run_id, records)
     finally:
         store.close()
+
+
+WIDE_TABLE = 100  # narrower (or piped): one line per step, nothing cut
+
+
+def _print_steps(run_id: str, records) -> None:
+    if not (console.is_terminal and console.width >= WIDE_TABLE):
+        typer.echo(f"steps of {run_id}: step session generation candidate node policy seconds decision")
+        for record in records:
+            typer.echo(_step_line(record))
+        return
+    table = Table(title=f"steps of {run_id}")
+    for column in ("step", "session", "gen", "candidate", "node", "policy", "seconds"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("decision", overflow="ellipsis", no_wrap=True, ratio=1)
+    for record in records:
+        table.add_row(*_step_row(record))
+    console.print(table)
 
 
 def _step_row(record) -> tuple[str, ...]:
     return (str(record.id), str(record.session), str(record.generation or ""), record.candidate_id or "",
             record.node, record.policy or "", f"{record.duration_s:.2f}", record.decision or record.error or "")
+
+
+def _step_line(record) -> str:
+    """One step on one line, every field in place ("-" when empty): grep-able, never cut."""
+    *fields, decision = _step_row(record)
+    return "  ".join([*(field or "-" for field in fields), " ".join(decision.split()) or "-"])
 
 
 def _run_finished(paths) -> bool:
@@ -265,7 +253,7 @@ def _follow(paths, store, records, role, candidate, as_json: bool, timeout: floa
             if as_json:
                 typer.echo(record.model_dump_json())
             else:
-                console.print("  ".join(_step_row(record)), markup=False, highlight=False, soft_wrap=True)
+                typer.echo(_step_line(record))
         return batch[-1].id if batch else None
 
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -299,7 +287,7 @@ def view(
 
     paths = _run_paths(run_dir)
     report = write_report(paths.root, out)
-    console.print(f"report: {report}")
+    console.print(f"report: {report}", soft_wrap=True)
     if not serve:
         return
     try:
@@ -307,7 +295,7 @@ def view(
     except OSError as error:
         console.print(f"[red]cannot serve on 127.0.0.1:{port}: {error}[/red]")
         raise typer.Exit(2) from None
-    console.print(f"serving on {server.url} (Ctrl-C stops)")
+    console.print(f"serving on {server.url} (Ctrl-C stops)", soft_wrap=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -328,7 +316,8 @@ def _fork(run_dir: Path, step: int, overrides: list[str]) -> None:
     def announce(fork_dir: Path) -> None:
         started.append(fork_dir)
         done = summarize_counts(load_history(RunPaths(fork_dir)))
-        console.print(f"fork of {run_dir} before step {step}: {fork_dir} ({done['valid']} candidates kept)")
+        console.print(f"fork of {run_dir} before step {step}: {fork_dir} ({done['valid']} candidates kept)",
+                      soft_wrap=True)
 
     try:
         with _user_errors():

@@ -3,6 +3,10 @@ best candidate (a YAML, a small source file)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -19,7 +23,7 @@ def summary_table(result) -> Table:
         table.add_row("best candidate", best["id"])
         text = best["text"]
         if "\n" in text:  # a source file: point at it rather than print it
-            text = f"{len(text.splitlines())} lines: {result.run_dir / 'best' / 'candidate.txt'}"
+            text = f"{len(text.splitlines())} lines: {best_path(result.run_dir)}"
         table.add_row("best structure", text)
         table.add_row("score", f"{best['score']:.4f} (std {best.get('score_std') or 0:.4f})")
         if best.get("params") is not None:
@@ -53,25 +57,81 @@ def flops_text(flops: int | None) -> str:
     return f"{flops / 1e9:.2f} G" if flops >= 1e9 else f"{flops / 1e6:.1f} M"
 
 
+def best_path(run_dir: Path) -> Path:
+    """The winner's file: best/model.py or best/model.yaml when the space has one, else candidate.txt."""
+    real = sorted((run_dir / "best").glob("model.*"))
+    return real[0] if real else run_dir / "best" / "candidate.txt"
+
+
+_TOKEN = re.compile(r"[^()|+]+\([^)]*\)|[^()|+]+")  # template blocks "Name(args)", NB201 edges "op~i"
+
+
+def _blocks(text: str) -> list[str]:
+    return [token.strip() for token in _TOKEN.findall(text) if token.strip()]
+
+
+def _shown(parts: list[str], most: int = 2) -> str:
+    more = f" +{len(parts) - most} more" if len(parts) > most else ""
+    return "; ".join(parts[:most]) + more
+
+
+def distinguishing(texts: list[str]) -> list[str]:
+    """What sets each one-line text apart from the first (the best), block by block (template
+    blocks, NB201 edges): the first block it has where the best differs and how many more
+    ("#3 SuperResK3K3(24,48,2,16,1) +1 more"; "#5: 1 block fewer")."""
+    from difflib import SequenceMatcher
+
+    rows = [_blocks(text) for text in texts]
+    best, cells = rows[0], []
+    for row in rows[1:]:
+        parts: list[str] = []
+        for tag, i1, i2, j1, j2 in SequenceMatcher(a=best, b=row, autojunk=False).get_opcodes():
+            if tag == "equal":
+                continue
+            if j2 > j1:
+                parts.extend(f"#{j + 1} {row[j]}" for j in range(j1, j2))
+            else:
+                parts.append(f"#{j1 + 1}: {i2 - i1} block{'s' if i2 - i1 > 1 else ''} fewer")
+        cells.append(_shown(parts, 1) if parts else "same blocks as the best")
+    return [f"best ({len(best)} blocks)", *cells]
+
+
 def top_table(result, k: int = 5) -> Table | None:
-    """The k best valid candidates: score +- std, params, FLOPs and the structure (or its file)."""
+    """The k best valid candidates by id: score +- std, params, FLOPs and what sets each apart
+    (the differing part of a structure string; the operator and parent of a source file)."""
     valid = sorted((r for r in result.history if r.get("status") == "valid" and r.get("score") is not None),
                    key=lambda r: r["score"], reverse=True)[:k]
     if len(valid) < 2:
         return None
-    table = Table(title=f"top {len(valid)} candidates (files relative to the run directory)")
-    for column in ("candidate", "score", "params", "FLOPs", "structure"):
-        table.add_column(column, overflow="fold", no_wrap=column == "candidate")
-    for record in valid:
-        text = record["text"]
-        if "\n" in text:  # source files and YAML: point at the file
-            text = f"candidates/{record['id']}/candidate.txt"
-        elif len(text) > 60:  # the whole string is in history.jsonl and the report
-            text = f"{text[:57]}... ({len(text)} chars)"
+    multiline = any("\n" in r["text"] for r in valid)
+    where = "sources in candidates/<id>/candidate.txt" if multiline else "full texts in history.jsonl"
+    table = Table(title=f"top {len(valid)} candidates ({where})", box=box.SIMPLE_HEAD)
+    table.add_column("candidate", no_wrap=True)
+    table.add_column("score", no_wrap=True)
+    table.add_column("params", no_wrap=True)
+    table.add_column("FLOPs", no_wrap=True)
+    table.add_column("made by" if multiline else "differs", overflow="fold")
+    if multiline:
+        summaries = [_origin(r) for r in valid]
+    else:
+        summaries = distinguishing([r["text"] for r in valid])
+    spread = any(r.get("score_std") for r in valid)  # no "±0.0000" column of a deterministic score
+    for record, summary in zip(valid, summaries):
         params = f"{record['params'] / 1e6:.3f} M" if record.get("params") is not None else ""
-        table.add_row(record["id"], f"{record['score']:.4f} +- {record.get('score_std') or 0:.4f}", params,
-                      flops_text(record.get("flops")), text)
+        score = f"{record['score']:.4f}" + (f" ±{record.get('score_std') or 0:.4f}" if spread else "")
+        table.add_row(record["id"], score, params, flops_text(record.get("flops")), summary)
     return table
+
+
+def _origin(record, idea_chars: int = 48) -> str:
+    """How a candidate was made: its operator and parents, and the start of its idea."""
+    parents = ", ".join(record.get("parent_ids") or [])
+    operator = record.get("operator") or ("change" if parents else "seed")
+    made = f"{operator} of {parents}" if parents else operator
+    idea = " ".join((record.get("idea") or "").split())
+    if idea:
+        made += f": {idea if len(idea) <= idea_chars else idea[:idea_chars - 1] + '…'}"
+    return made
 
 
 def print_result(result) -> None:
@@ -83,6 +143,8 @@ def print_result(result) -> None:
     if best and "\n" in best["text"] and len(best["text"].splitlines()) <= 80:  # a YAML or a short source file
         from rich.syntax import Syntax
 
-        lexer = "python" if best["text"].lstrip().startswith(("import", "from", '"""', "#!")) else "yaml"
-        console.print(f"best candidate {best['id']} (best/candidate.txt):")
+        path = best_path(result.run_dir)
+        lexer = {".py": "python", ".yaml": "yaml"}.get(path.suffix) or (
+            "python" if best["text"].lstrip().startswith(("import", "from", '"""', "#!")) else "yaml")
+        console.print(f"best candidate {best['id']} ({path.relative_to(result.run_dir)}):")
         console.print(Syntax(best["text"], lexer, word_wrap=True))

@@ -18,7 +18,7 @@ from archsmith.graph.config import KnowledgeConfig, load_config
 knowledge_app = typer.Typer(no_args_is_help=True, help="The design-idea store: ingest papers, inspect, search, sample.")
 console = Console()
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Config TOML ([knowledge] section).")]
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Config TOML (its knowledge section).")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override: --set knowledge.embedding=hashing")]
 StoreOption = Annotated[Optional[Path], typer.Option("--store", help="Store directory (overrides knowledge.path).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from archsmith.graph.context import RunContext
@@ -13,6 +14,7 @@ from archsmith.graph.state import CandidateRecord, ChildState, SearchState, best
 from archsmith.graph.trace import StepRecord
 
 CANDIDATE_FILE = "candidate.txt"
+BEST_STEM = "model"  # best/model.py, best/model.yaml
 
 
 def _text_hash(text: str) -> str:
@@ -153,12 +155,44 @@ def systematic_scoring_failure(history: list[CandidateRecord], count: int = SYST
             f"evaluator or its environment is at fault, not the candidates ({reasons.pop()})")
 
 
-def write_archive_files(paths: RunPaths, history: list[CandidateRecord]) -> CandidateRecord | None:
-    """history.jsonl and best/ for ``history``; returns the best record."""
+def space_file_suffix(space: object) -> str:
+    """The file suffix of a space's candidates (``file_suffix``: ".py", ".yaml"; default ".txt")."""
+    return str(getattr(space, "file_suffix", ".txt"))
+
+
+def run_file_suffix(paths: RunPaths) -> str:
+    """The candidate file suffix of a run's space, from its saved config (".txt" when unknown)."""
+    from archsmith.graph.config import ConfigError, load_config
+    from archsmith.tools.spaces import get_space
+
+    try:
+        config = load_config(paths.config)
+        return space_file_suffix(get_space(config.space.name, config.space.settings))
+    except (ConfigError, ValueError, OSError):
+        return ".txt"
+
+
+def best_file(paths: RunPaths, suffix: str) -> Path:
+    """best/model.py, best/model.yaml: the winner under its real extension (best/candidate.txt for
+    the spaces whose candidates are plain text)."""
+    return paths.best / (CANDIDATE_FILE if suffix == ".txt" else f"{BEST_STEM}{suffix}")
+
+
+def write_archive_files(
+    paths: RunPaths, history: list[CandidateRecord], suffix: str | None = None
+) -> CandidateRecord | None:
+    """history.jsonl and best/ for ``history``; returns the best record.
+
+    best/ holds candidate.txt (always, for compatibility), the winner under its space's file
+    suffix (``suffix``; read from the run's config when None: best/model.py for the code space,
+    best/model.yaml for yolo) and result.json."""
     write_atomic(paths.history, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
     best = best_record(history)
     if best is not None:
         write_atomic(paths.best / CANDIDATE_FILE, best["text"] + "\n")
+        real = best_file(paths, run_file_suffix(paths) if suffix is None else suffix)
+        if real.name != CANDIDATE_FILE:
+            write_atomic(real, best["text"].rstrip("\n") + "\n")
         write_json(paths.best / "result.json", best)
     return best
 
@@ -175,7 +209,7 @@ def make_archive(ctx: RunContext):
         if ctx.on_record is not None:
             for record in new:
                 ctx.on_record(record)
-        best = write_archive_files(ctx.paths, history)
+        best = write_archive_files(ctx.paths, history, space_file_suffix(ctx.space))
         ctx.archive.reset(history)
         elapsed = state.get("elapsed_s", 0.0) + (time.time() - ctx.generation_started)
         ctx.generation_started = time.time()

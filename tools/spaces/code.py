@@ -131,6 +131,7 @@ class CodeSpace:
     """Python sources defining ``Network(num_classes)``."""
 
     name: ClassVar[str] = "code"
+    file_suffix: ClassVar[str] = ".py"  # best/model.py, `archsmith export`
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         self.settings = CodeSettings.model_validate(settings or {})
