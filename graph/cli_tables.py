@@ -70,19 +70,15 @@ def _blocks(text: str) -> list[str]:
     return [token.strip() for token in _TOKEN.findall(text) if token.strip()]
 
 
-def _shown(parts: list[str], most: int = 2) -> str:
-    more = f" +{len(parts) - most} more" if len(parts) > most else ""
-    return "; ".join(parts[:most]) + more
-
-
 def distinguishing(texts: list[str]) -> list[str]:
-    """What sets each one-line text apart from the first (the best), block by block (template
-    blocks, NB201 edges): the first block it has where the best differs and how many more
+    """What sets each one-line text apart, block by block (template blocks, NB201 edges): the
+    first (the best) by its block count, each other by one block it has where the best differs,
+    one that no other row shows where there is one, and how many more differ
     ("#3 SuperResK3K3(24,48,2,16,1) +1 more"; "#5: 1 block fewer")."""
     from difflib import SequenceMatcher
 
     rows = [_blocks(text) for text in texts]
-    best, cells = rows[0], []
+    best, changes = rows[0], []
     for row in rows[1:]:
         parts: list[str] = []
         for tag, i1, i2, j1, j2 in SequenceMatcher(a=best, b=row, autojunk=False).get_opcodes():
@@ -92,8 +88,16 @@ def distinguishing(texts: list[str]) -> list[str]:
                 parts.extend(f"#{j + 1} {row[j]}" for j in range(j1, j2))
             else:
                 parts.append(f"#{j1 + 1}: {i2 - i1} block{'s' if i2 - i1 > 1 else ''} fewer")
-        cells.append(_shown(parts, 1) if parts else "same blocks as the best")
-    return [f"best ({len(best)} blocks)", *cells]
+        changes.append(parts)
+    cells = [f"best ({len(best)} blocks)"]
+    for index, parts in enumerate(changes):
+        if not parts:
+            cells.append("same blocks as the best")
+            continue
+        others = {part for other, theirs in enumerate(changes) if other != index for part in theirs}
+        pick = next((part for part in parts if part not in others), parts[0])
+        cells.append(pick + (f" +{len(parts) - 1} more" if len(parts) > 1 else ""))
+    return cells
 
 
 def top_table(result, k: int = 5) -> Table | None:
