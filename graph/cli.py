@@ -378,6 +378,15 @@ def _register_knowledge() -> None:
 _register_knowledge()
 
 
+def _register_compare() -> None:
+    from archsmith.graph.compare import compare
+
+    app.command("compare")(compare)
+
+
+_register_compare()
+
+
 def main() -> None:
     app()
 

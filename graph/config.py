@@ -298,6 +298,19 @@ class KnowledgeConfig(_Section):
     llm: LLMSettings = Field(default_factory=LLMSettings, description="The model that ingests papers.")
 
 
+class TrackingConfig(_Section):
+    """Experiment tracking (graph/tracking.py): an optional MLflow run per Archsmith run."""
+
+    mlflow: bool = Field(
+        False, description="Log the config, every candidate's score/params/FLOPs and the best candidate "
+        "and report to MLflow (needs pip install 'archsmith[tracking]').",
+    )
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI (default: a local SQLite store in <runs_dir>/mlruns).",
+    )
+    experiment: str = Field("archsmith", min_length=1, description="The MLflow experiment of the runs.")
+
+
 class ArchsmithConfig(_Section):
     name: str = Field("search", description="A label for the run (part of its directory name).")
     seed: int = 0
@@ -313,6 +326,7 @@ class ArchsmithConfig(_Section):
     workflow: WorkflowConfig = Field(default_factory=WorkflowConfig)
     roles: dict[str, RoleConfig] = Field(default_factory=dict)
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     prompts_dir: str | None = Field(
         None, description="Directory of prompt overrides: <dir>/<role>/<name>.md replaces ours."
     )

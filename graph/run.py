@@ -31,6 +31,7 @@ from archsmith.graph.lineage import lineage_json, pass_rates
 from archsmith.graph.paths import RunPaths, write_atomic, write_json
 from archsmith.graph.state import CandidateRecord, SearchState, best_record
 from archsmith.graph.trace import TraceStore
+from archsmith.graph.tracking import check_tracking, listeners, tracking
 from archsmith.tools import threadsafe_ast
 from archsmith.tools.evaluators import Evaluator, TaskRunner
 from archsmith.tools.spaces import get_space
@@ -132,6 +133,7 @@ def _execute(
     space = get_space(config.space.name, config.space.settings)
     with ExitStack() as stack:
         stack.enter_context(paths.lock())
+        tracker = stack.enter_context(tracking(config, paths, kind))  # MLflow, when [tracking] asks
         config, servers = start_servers(config, stack, paths.root)
         executes = evaluator.needs_execution if evaluator is not None else needs_sandbox(config)
         sandbox = open_sandbox(config, stack) if executes else None
@@ -159,7 +161,7 @@ def _execute(
             evaluator=evaluator,
             ideas=ideas,
             idea_store=idea_store,
-            on_record=_not_yet_announced(paths, on_record),
+            on_record=_not_yet_announced(paths, listeners(on_record, tracker and tracker.on_record)),
             servers=servers,
         )
         graph = build_search_graph(ctx).compile(checkpointer=saver)
@@ -181,6 +183,8 @@ def _execute(
         result = _result(paths, final, mechanism, session)
         result.servers = server_reports(config, servers)
         _write_summary(paths, result)
+        if tracker is not None:
+            tracker.finish()
     return result
 
 
@@ -323,6 +327,7 @@ def run(
         raise ValueError("overrides apply to config files; change the config object instead")
     validate_workflow(config)
     get_space(config.space.name, config.space.settings)  # an unknown space fails before any file
+    check_tracking(config)  # so does [tracking] mlflow without MLflow installed
     paths = RunPaths.new(config.runs_dir, config.name)
     write_atomic(paths.config, config.to_toml())
     if on_start is not None:
