@@ -61,7 +61,8 @@ class TrainEvaluatorConfig(_Section):
     data: dict[str, Any] = Field(
         default_factory=lambda: {"name": "synthetic"},
         description="The data set: name (synthetic, digits, cifar10, cifar100, imagenet16-120, "
-        "imagefolder), path, input_size, ...",
+        "imagefolder), path (cifar10/cifar100: <data dir>/datasets/<name> by default), input_size, "
+        "download (cifar10/cifar100: fetch when missing; off by default), ...",
     )
     device: str = Field("auto", description="auto: the executor's slot (a GPU when there is one); cpu; cuda:N.")
     timeout_s: float = Field(3600.0, gt=0, description="Hard limit per candidate's training.")
@@ -72,10 +73,20 @@ class TrainEvaluatorConfig(_Section):
         from archsmith.tools.training import resolve_settings
 
         resolve_settings(self.preset, self.settings)  # ValueError naming an unknown preset or field
-        DatasetSpec.model_validate(self.data)
+        spec = DatasetSpec.model_validate(self.data)
+        if spec.path and not self.data.get("path"):  # cifar's default directory, fixed now: every task
+            self.data["path"] = spec.path  # and a resume read the one this process would download into
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device {self.device!r}: expected auto, cpu, cuda or cuda:N")
         return self
+
+    def prepare_data(self) -> None:
+        """With ``data.download = true``: fetch a missing CIFAR-10/100 now (call it in the process
+        that starts the tasks: they run without network); DataError when the download fails."""
+        if self.data.get("download"):
+            from archsmith.tools.downloads import prepare_dataset
+
+            prepare_dataset(self.data)
 
 
 class EvaluatorConfig(_Section):

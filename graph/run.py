@@ -328,6 +328,8 @@ def run(
     validate_workflow(config)
     get_space(config.space.name, config.space.settings)  # an unknown space fails before any file
     check_tracking(config)  # so does [tracking] mlflow without MLflow installed
+    if config.evaluator.name == "train" and config.evaluator.train is not None:
+        config.evaluator.train.prepare_data()  # data.download = true: here, as tasks have no network
     paths = RunPaths.new(config.runs_dir, config.name)
     write_atomic(paths.config, config.to_toml())
     if on_start is not None:

@@ -33,6 +33,7 @@ from archsmith.knowledge.embedding import Embedder, get_embedder
 from archsmith.knowledge.ideas import Idea, read_ideas, starter_corpus_path
 from archsmith.knowledge.tree import AttributeTree
 from archsmith.knowledge.errors import KnowledgeError
+from archsmith.tools.datasets import default_data_dir
 
 LEGACY_COLLECTION = "ideas"  # format 1: the one collection, of the one model the store was built with
 STORE_FORMAT = 2
@@ -54,12 +55,9 @@ def collection_name(model: str) -> str:
 
 
 def default_store_path() -> Path:
-    """``$ARCHSMITH_DATA_DIR/knowledge``, else ``$XDG_DATA_HOME/archsmith/knowledge``, else
-    ``~/.local/share/archsmith/knowledge``."""
-    if os.environ.get("ARCHSMITH_DATA_DIR"):
-        return Path(os.environ["ARCHSMITH_DATA_DIR"]) / "knowledge"
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "archsmith" / "knowledge"
+    """``knowledge/`` in the per-user data directory: ``$ARCHSMITH_DATA_DIR/knowledge``, else
+    ``$XDG_DATA_HOME/archsmith/knowledge``, else ``~/.local/share/archsmith/knowledge``."""
+    return default_data_dir() / "knowledge"
 
 
 @dataclass(frozen=True)

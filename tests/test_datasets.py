@@ -102,9 +102,14 @@ def test_cifar10_errors_name_the_path_and_the_problem(tmp_path, broken):
 
 
 def test_missing_directory_is_a_clear_error_and_never_a_download(tmp_path):
-    for name in ("cifar10", "cifar100", "imagenet16-120"):
-        with pytest.raises(DataError, match=r"not found .*nothing is downloaded"):
+    for name in ("cifar10", "cifar100"):
+        with pytest.raises(DataError, match=r"not found .*; set download = true in the data settings "
+                                            r"\(\[evaluator.train.data\] download = true\) to fetch it"):
             load_dataset({"name": name, "path": str(tmp_path / "absent")})
+    with pytest.raises(DataError, match=r"not found .*nothing is downloaded"):
+        load_dataset({"name": "imagenet16-120", "path": str(tmp_path / "absent")})
+    with pytest.raises(DataError, match="fetches it when `archsmith run` starts, not inside a task"):
+        load_dataset({"name": "cifar10", "path": str(tmp_path / "absent"), "download": True})  # loading never fetches
     with pytest.raises(DataError, match="missing train/"):
         load_dataset({"name": "imagefolder", "path": str(tmp_path)})
 
@@ -198,7 +203,8 @@ def test_digits_from_scikit_learn():
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"name": "cifar10"}, "data.path: the cifar10 data set needs the directory"),
+        ({"name": "imagenet16-120"}, "data.path: the imagenet16-120 data set needs the directory"),
+        ({"name": "imagefolder", "path": "x", "download": True}, "data.download: only cifar10 and cifar100"),
         ({"name": "cifar100", "path": "x", "valid_fraction": 0.2}, "valid_fraction does not apply to cifar100"),
         ({"name": "mnist"}, "Input should be"),
         ({"name": "synthetic", "colour": 1}, "Extra inputs are not permitted"),
@@ -207,3 +213,115 @@ def test_digits_from_scikit_learn():
 def test_spec_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         DatasetSpec.model_validate(spec)
+
+
+# -- downloads on request (a loopback server stands in for the data set's host) -------------------
+
+ARCHIVES = {  # name -> torchvision class, archive folder, member files with their (data, label key)
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "labels",
+                [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"),
+    "cifar100": ("CIFAR100", "cifar-100-python", "fine_labels", ["train"], ["test"], "meta"),
+}  # fmt: skip
+
+
+def _md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def loopback_host(tmp_path, monkeypatch):
+    """An HTTP server on 127.0.0.1 serving ``tmp_path/served``; connections anywhere else are refused."""
+    import functools
+    import socket
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    served = tmp_path / "served"
+    served.mkdir()
+    requests: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # noqa: ANN002 - quiet
+            requests.append(self.path)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    real = socket.create_connection
+
+    def loopback_only(address, *args, **kwargs):
+        if address[0] not in ("127.0.0.1", "localhost"):
+            raise OSError(f"a test tried to reach {address}")
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", loopback_only)
+    yield served, f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+    server.server_close()
+
+
+def _serve_tiny_archive(name, served, base_url, monkeypatch, tgz_md5=None):
+    """A tiny archive in the data set's layout, and torchvision's class pointed at it (URL and MD5s)."""
+    import tarfile
+
+    import torchvision.datasets
+
+    class_name, folder, label_key, train_files, test_files, meta = ARCHIVES[name]
+    staging = served.parent / "staging" / folder
+    for index, member in enumerate(train_files + test_files):
+        count = 20 if member in train_files else 10
+        dump(staging / member, {b"data": images(count, 32, index), label_key.encode(): [i % 10 for i in range(count)]})
+    dump(staging / meta, {b"label_names": [f"c{i}" for i in range(10)]})
+    source = getattr(torchvision.datasets, class_name)
+    archive = served / source.filename
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(staging, arcname=folder)
+    monkeypatch.setattr(source, "url", f"{base_url}/{source.filename}")
+    monkeypatch.setattr(source, "tgz_md5", tgz_md5 or _md5(archive))
+    monkeypatch.setattr(source, "train_list", [[f, _md5(staging / f)] for f in train_files])
+    monkeypatch.setattr(source, "test_list", [[f, _md5(staging / f)] for f in test_files])
+    return len(train_files) * 20, len(test_files) * 10
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_download_on_request_into_the_data_directory(name, loopback_host, monkeypatch, private_data_dir):
+    from archsmith.graph.config import TrainEvaluatorConfig
+
+    served, base_url, requests = loopback_host
+    train, test = _serve_tiny_archive(name, served, base_url, monkeypatch)
+    settings = TrainEvaluatorConfig(data={"name": name, "download": True})  # no path: the data directory
+    assert settings.data["path"] == str(private_data_dir / "datasets" / name)
+    settings.prepare_data()
+    assert requests and all(path.endswith(".tar.gz") for path in requests)
+    data = load_dataset(settings.data)
+    assert len(data.train_y) + len(data.valid_y) + len(data.test_y) == train + test
+    fetched = len(requests)
+    settings.prepare_data()  # in place and verified: nothing fetched again
+    assert len(requests) == fetched
+
+
+def test_an_archive_with_the_wrong_checksum_is_refused(loopback_host, monkeypatch, tmp_path):
+    from archsmith.tools.downloads import prepare_dataset
+
+    served, base_url, _ = loopback_host
+    _serve_tiny_archive("cifar10", served, base_url, monkeypatch, tgz_md5="0" * 32)
+    target = tmp_path / "c10"
+    with pytest.raises(DataError, match=rf"CIFAR-10: download from {base_url}/cifar-10-python.tar.gz into {target} failed"):
+        prepare_dataset({"name": "cifar10", "path": str(target), "download": True})
+    assert not (target / "cifar-10-batches-py").exists()  # nothing extracted from an unverified archive
+
+
+def test_a_run_downloads_before_its_tasks_and_trains_on_the_files(loopback_host, monkeypatch, toy_config, tmp_path):
+    import archsmith
+
+    served, base_url, requests = loopback_host
+    _serve_tiny_archive("cifar10", served, base_url, monkeypatch)
+    target = tmp_path / "cifar"
+    config = toy_config(search={"max_candidates": 2}, evaluator={"name": "train", "train": {
+        "preset": "smoke", "device": "cpu", "data": {"name": "cifar10", "path": str(target), "download": True,
+                                                     "input_size": 8}}})
+    result = archsmith.run(config)
+    assert requests and (target / "cifar-10-batches-py" / "test_batch").is_file()
+    assert result.counts["valid"] == 2, [r.get("discard_reason") for r in result.history]

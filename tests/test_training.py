@@ -287,7 +287,7 @@ def test_train_candidate_on_a_template_candidate_in_process(one_torch_thread):
     [
         ({"text": "class Nope: pass"}, "build", "InvalidStructure", "no module-level Network"),
         ({"data": {"name": "cifar10", "path": "/no/such/dir"}}, "data", "DataError", "CIFAR-10 directory /no/such/dir"),
-        ({"data": {"name": "cifar10"}}, "settings", "InvalidSettings", "data.path: the cifar10 data set needs"),
+        ({"data": {"name": "cifar10"}}, "data", "DataError", "set download = true in the data settings"),
         ({"train": {"preset": "smoke", "epoch": 3}}, "settings", "InvalidSettings", "train.epoch: unknown"),
         ({"device": "tpu"}, "settings", "InvalidSettings", "device: expected cpu, cuda"),
         ({"text": TINY_SOURCE.replace("return self.fc", "return float('nan') * self.fc")},

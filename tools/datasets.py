@@ -1,4 +1,5 @@
-"""Image-classification data sets as uint8 tensors, read from local files only (never downloaded).
+"""Image-classification data sets as uint8 tensors, read from local files; CIFAR-10 and CIFAR-100
+downloaded on request.
 
 Splits follow NAS-Bench-201 where it defines them (the splits are seeded by ``DatasetSpec.seed``,
 not NB201's own index files: same protocol and sizes, not the same images):
@@ -17,11 +18,18 @@ not NB201's own index files: same protocol and sizes, not the same images):
 
 ``input_size``: resize target (bilinear, antialiased); None keeps the native size (32 for
 synthetic and digits). Pickles are read with an unpickler that admits only numpy arrays.
+
+Where the files are: ``path``, or for cifar10 and cifar100 by default ``<data dir>/datasets/<name>``
+(the per-user data directory: ``$ARCHSMITH_DATA_DIR``, else ``$XDG_DATA_HOME/archsmith``, else
+``~/.local/share/archsmith``). Nothing is downloaded here: with ``download = true``,
+:func:`archsmith.tools.downloads.prepare_dataset` (called in the parent process before any task
+starts: tasks run without network) fetches a missing CIFAR-10 or CIFAR-100.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +41,12 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
 
-__all__ = ["DataError", "DatasetSpec", "ImageData", "load_dataset"]
+__all__ = ["DataError", "DatasetSpec", "ImageData", "default_data_dir", "load_dataset"]
 
 DatasetName = Literal["synthetic", "digits", "cifar10", "cifar100", "imagenet16-120", "imagefolder"]
 FILE_SETS = ("cifar10", "cifar100", "imagenet16-120", "imagefolder")
+DOWNLOADABLE = ("cifar10", "cifar100")  # torchvision's downloaders, with checksums
+ENABLE_DOWNLOAD = "set download = true in the data settings ([evaluator.train.data] download = true)"
 # NAS-Bench-201's normalisation constants (0..1 scale).
 NB201_STATS = {
     "cifar10": ((125.3, 123.0, 113.9), (63.0, 62.1, 66.7)),
@@ -58,13 +68,30 @@ class DataError(ValueError):
     """A data set that cannot be loaded; the message names the path and what is wrong."""
 
 
+def default_data_dir() -> Path:
+    """The per-user data directory: ``$ARCHSMITH_DATA_DIR``, else ``$XDG_DATA_HOME/archsmith``,
+    else ``~/.local/share/archsmith`` (data sets under ``datasets/``, the idea store under
+    ``knowledge/``)."""
+    if os.environ.get("ARCHSMITH_DATA_DIR"):
+        return Path(os.environ["ARCHSMITH_DATA_DIR"])
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "archsmith"
+
+
 class DatasetSpec(BaseModel):
     """Which data set to load and how (the ``data`` table of a training payload)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: DatasetName = "synthetic"
-    path: str | None = Field(None, description="directory of the files (cifar*, imagenet16-120, imagefolder)")
+    path: str | None = Field(
+        None, description="directory of the files (cifar*, imagenet16-120, imagefolder); cifar10 and "
+        "cifar100 default to <data dir>/datasets/<name>"
+    )
+    download: bool = Field(
+        False, description="cifar10, cifar100: fetch the files into path when they are missing "
+        "(torchvision's downloader, checksums verified)"
+    )
     input_size: int | None = Field(None, ge=4, description="resize to this square size; None: native")
     synthetic_samples: int = Field(2048, ge=8, description="synthetic: training images")
     synthetic_classes: int = Field(10, ge=2, description="synthetic: classes")
@@ -76,8 +103,13 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
+        if self.name in DOWNLOADABLE and not self.path:
+            self.path = str(default_data_dir() / "datasets" / self.name)
         if self.name in FILE_SETS and not self.path:
             raise ValueError(f"data.path: the {self.name} data set needs the directory of its files")
+        if self.download and self.name not in DOWNLOADABLE:
+            raise ValueError(f"data.download: only {' and '.join(DOWNLOADABLE)} can be downloaded; put the "
+                             f"{self.name} files in data.path by hand")
         if self.valid_fraction is not None and self.name in ("cifar100", "imagenet16-120", "synthetic"):
             raise ValueError(f"data.valid_fraction does not apply to {self.name} (its validation split is fixed)")
         return self
@@ -157,16 +189,17 @@ def _pickled_arrays(file: Path, what: str, label_key: str, side: int) -> tuple[n
 
 
 def _find_dir(
-    root: Path, files: tuple[str, ...], subfolders: tuple[str, ...], what: str, expected: str
+    root: Path, files: tuple[str, ...], subfolders: tuple[str, ...], what: str, expected: str, fix: str
 ) -> dict[str, Path]:
-    """Each of ``files`` in ``root`` or one of its ``subfolders``; DataError naming the missing ones."""
+    """Each of ``files`` in ``root`` or one of its ``subfolders``; DataError naming the missing ones
+    (and ``fix``: how to get them)."""
     if not root.is_dir():
-        raise DataError(f"{what} directory {root}: not found (expected {expected}; nothing is downloaded)")
+        raise DataError(f"{what} directory {root}: not found (expected {expected}){fix}")
     places = [root, *(root / sub for sub in subfolders)]
     found = {name: next((p / name for p in places if (p / name).is_file()), None) for name in files}
     missing = [name for name, place in found.items() if place is None]
     if missing:
-        raise DataError(f"{what} directory {root}: missing {', '.join(missing)} (expected {expected})")
+        raise DataError(f"{what} directory {root}: missing {', '.join(missing)} (expected {expected}){fix}")
     return {name: place for name, place in found.items() if place is not None}
 
 
@@ -244,11 +277,32 @@ def _halves(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, 
 # -- the formats ----------------------------------------------------------------------------
 
 
+# name -> (files, subfolders searched, what, the files in words, torchvision's dataset class)
+_LAYOUTS = {
+    "cifar10": (CIFAR10_FILES, ("cifar-10-batches-py",), "CIFAR-10",
+                "the python-pickle files data_batch_1..5, test_batch", "CIFAR10"),
+    "cifar100": (("train", "test"), ("cifar-100-python",), "CIFAR-100",
+                 "the python-pickle files train, test (with fine_labels)", "CIFAR100"),
+    "imagenet16-120": (IMAGENET16_FILES, ("Imagenet16_train", "Imagenet16_val"), "ImageNet16-120",
+                       "the downsampled-ImageNet 16x16 pickles train_data_batch_1..10, val_data", None),
+}  # fmt: skip
+
+
+def _locate(spec: DatasetSpec) -> dict[str, Path]:
+    files, subfolders, what, expected, _ = _LAYOUTS[spec.name]
+    if spec.name not in DOWNLOADABLE:
+        fix = "; nothing is downloaded"
+    elif spec.download:  # tasks have no network: the download happens when a run starts
+        fix = "; download = true fetches it when `archsmith run` starts, not inside a task"
+    else:
+        fix = f"; {ENABLE_DOWNLOAD} to fetch it"
+    return _find_dir(Path(spec.path or ""), files, subfolders, what, expected, fix)
+
+
 def _cifar10(spec: DatasetSpec) -> ImageData:
     import numpy as np
 
-    expected = "the python-pickle files data_batch_1..5, test_batch"
-    files = _find_dir(Path(spec.path or ""), CIFAR10_FILES, ("cifar-10-batches-py",), "CIFAR-10", expected)
+    files = _locate(spec)
     batches = [_pickled_arrays(files[n], "CIFAR-10", "labels", 32) for n in CIFAR10_FILES]
     x, y = (_tensor(np.concatenate(a)) for a in zip(*batches[:5]))
     fraction = 0.5 if spec.valid_fraction is None else spec.valid_fraction
@@ -257,8 +311,7 @@ def _cifar10(spec: DatasetSpec) -> ImageData:
 
 
 def _cifar100(spec: DatasetSpec) -> ImageData:
-    expected = "the python-pickle files train, test (with fine_labels)"
-    files = _find_dir(Path(spec.path or ""), ("train", "test"), ("cifar-100-python",), "CIFAR-100", expected)
+    files = _locate(spec)
     train = (_tensor(a) for a in _pickled_arrays(files["train"], "CIFAR-100", "fine_labels", 32))
     test_x, test_y = (_tensor(a) for a in _pickled_arrays(files["test"], "CIFAR-100", "fine_labels", 32))
     return _finish("cifar100", spec, (*train, *_halves(test_x, test_y, spec.seed)), 100)
@@ -267,9 +320,7 @@ def _cifar100(spec: DatasetSpec) -> ImageData:
 def _imagenet16(spec: DatasetSpec) -> ImageData:
     import numpy as np
 
-    expected = "the downsampled-ImageNet 16x16 pickles train_data_batch_1..10, val_data"
-    subfolders = ("Imagenet16_train", "Imagenet16_val")
-    files = _find_dir(Path(spec.path or ""), IMAGENET16_FILES, subfolders, "ImageNet16-120", expected)
+    files = _locate(spec)
     parts = []
     for name in IMAGENET16_FILES:
         x, y = _pickled_arrays(files[name], "ImageNet16-120", "labels", 16)
