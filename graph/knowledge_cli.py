@@ -84,7 +84,7 @@ def ingest(
 
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
-        console.print(f"[red]ingest: no such file or directory: {', '.join(missing)}[/red]", highlight=False)
+        console.print(f"[red]ingest: no such file or directory: {', '.join(missing)}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     settings, full = _settings(config, set_, store)
     idea_store = _open(settings)
