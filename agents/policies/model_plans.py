@@ -137,10 +137,10 @@ def plan_generation(
     score_model = ScoreModel(model, features, centre, scale, len(valid))
     mean, std = score_model.predict([p.text for p in proposals])
     stalled = stagnation(valid)
-    exploration = settings.model.exploration * (1 + stalled // max(2 * size, 1))
+    exploration = settings.model.exploration
     plans = []
     for index, weight in choose_batch((mean - centre) / scale, std / scale, size, exploration,
-                                      _masks(proposals, wishes)):
+                                      _preferences(proposals, wishes, space, size)):
         plan = _plan(proposals[index], f"UCB weight {weight:.2f}: predicted {mean[index]:.4g} ± {std[index]:.3g}")
         plan["predicted_score"] = float(mean[index])
         plan["predicted_std"] = float(std[index])
@@ -152,10 +152,8 @@ def plan_generation(
 
 
 def stagnation(valid: Sequence[CandidateRecord]) -> int:
-    """Valid candidates evaluated since the best score was first reached (0: the latest is best).
-
-    The acquisition's exploration weight grows by its base value for every two generations' worth
-    of them, so a search that has exhausted one basin bets on what the model knows least."""
+    """Valid candidates evaluated since the best score was first reached (0: the latest is best);
+    written to the trace."""
     scores = [float(r["score"]) for r in valid]
     if not scores:
         return 0
@@ -232,6 +230,20 @@ def _wished(
             if proposal is not None and proposal.operator in wish:
                 found.append(proposal)
     return found
+
+
+def _preferences(
+    proposals: Sequence[Proposal], wishes: Sequence[Sequence[str]], space: SearchSpace, size: int
+) -> list[np.ndarray | None]:
+    """Per child, the proposals it should be chosen from: those of its wished operators when it has
+    wishes; else the children alternate between a smallest change of a pool member (a local
+    search around the best that the model's optimism cannot starve) and a larger jump (a bigger
+    mutation or a fresh sample: what gets a search out of a basin whose neighbours are used up)."""
+    local = set(local_operators(space))
+    nearby = np.array([p.parent is not None and p.operator in local for p in proposals])
+    masks = _masks(proposals, wishes)
+    masks += [None] * (size - len(masks))
+    return [mask if mask is not None else (nearby if child % 2 == 0 else ~nearby) for child, mask in enumerate(masks)]
 
 
 def _masks(proposals: Sequence[Proposal], wishes: Sequence[Sequence[str]]) -> list[np.ndarray | None]:
