@@ -306,7 +306,7 @@ class TrackingConfig(_Section):
         "and report to MLflow (needs pip install 'archsmith[tracking]').",
     )
     mlflow_uri: str | None = Field(
-        None, description="MLflow tracking URI (default: a local SQLite store in <runs_dir>/mlruns).",
+        None, description="MLflow tracking URI (default: a local SQLite store in mlruns/ beside runs_dir).",
     )
     experiment: str = Field("archsmith", min_length=1, description="The MLflow experiment of the runs.")
 

@@ -4,8 +4,9 @@ What is logged: the resolved config as params (dotted keys) and as ``config.toml
 archived candidate its score, params (millions), FLOPs (millions), the best score so far and any
 reported metrics (``metrics.<name>``), all as metrics whose step is the candidate number (c0042 ->
 42); when the run stops, ``best/`` (the winner's source and result), ``summary.json`` and the HTML
-report as artifacts. The default store is local: SQLite at ``<runs_dir>/mlruns/mlflow.db`` with
-artifacts in ``<runs_dir>/mlruns/artifacts`` (MLflow's file store is in maintenance mode and refuses
+report as artifacts. The default store is local: ``mlruns/`` beside the runs directory (``./mlruns``
+for the default ``runs_dir = "runs"``, MLflow's own place), SQLite in ``mlruns/mlflow.db`` with
+artifacts in ``mlruns/artifacts`` (MLflow's file store is in maintenance mode and refuses
 to open without an opt-in); ``tracking.mlflow_uri`` names any other (``http://host:5000``, ...).
 
 Only MLflow's client object is used (no fluent API, so no process-wide active run). A resume goes
@@ -43,9 +44,14 @@ CONNECT_TIMEOUT_S = 5.0
 RecordListener = Callable[[CandidateRecord], None]
 
 
+def local_store(runs_dir: str | Path) -> Path:
+    """``mlruns/`` beside the runs directory (not in it: ``runs/*`` stays a list of runs)."""
+    return Path(runs_dir).resolve().parent / "mlruns"
+
+
 def default_uri(runs_dir: str | Path) -> str:
-    """The local store: SQLite in ``<runs_dir>/mlruns`` (absolute, so any cwd finds it)."""
-    return f"sqlite:///{(Path(runs_dir) / 'mlruns' / 'mlflow.db').resolve()}"
+    """The local store's URI: SQLite in :func:`local_store` (absolute, so any cwd finds it)."""
+    return f"sqlite:///{local_store(runs_dir) / 'mlflow.db'}"
 
 
 def check_tracking(config: ArchsmithConfig) -> None:
@@ -171,7 +177,7 @@ class MlflowTracker:
         else:
             location = None
             if settings.mlflow_uri is None:  # artifacts beside the local database
-                location = (Path(config.runs_dir) / "mlruns" / "artifacts").resolve().as_uri()
+                location = (local_store(config.runs_dir) / "artifacts").as_uri()
             experiment_id = self.client.create_experiment(settings.experiment, artifact_location=location)
         tags = {"archsmith.run_id": self.paths.run_id, "archsmith.run_dir": str(self.paths.root.resolve()),
                 "archsmith.space": config.space.name, "archsmith.evaluator": config.evaluator.name,

@@ -27,7 +27,7 @@ def test_a_run_logs_config_candidates_and_artifacts_to_a_local_store(toy_config,
     config = toy_config(search={"max_candidates": 4}, tracking={"mlflow": True})
     result = archsmith.run(config)
     state = json.loads((result.run_dir / "tracking.json").read_text("utf-8"))
-    assert state["uri"] == f"sqlite:///{tmp_path / 'runs' / 'mlruns' / 'mlflow.db'}"
+    assert state["uri"] == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"  # beside runs/, not in it
     client = MlflowClient(tracking_uri=state["uri"])
     run = client.get_run(state["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == result.run_id
@@ -47,7 +47,7 @@ def test_a_run_logs_config_candidates_and_artifacts_to_a_local_store(toy_config,
     assert {"best", "config.toml", "report.html", "summary.json"} <= artifacts
     best_files = {f.path for f in client.list_artifacts(state["run_id"], "best")}
     assert "best/result.json" in best_files and len(best_files) >= 2  # the source beside it
-    assert (tmp_path / "runs" / "mlruns" / "artifacts").is_dir()  # artifacts beside the database
+    assert (tmp_path / "mlruns" / "artifacts").is_dir()  # artifacts beside the database
 
     # a resume of the run goes on with the same MLflow run
     with tracking_module.tracking(config, RunPaths.existing(result.run_dir), "resume") as again:
