@@ -179,11 +179,11 @@ class Navigator(Agent):
         all_operators = self.ctx.space.operators()
         wishes = [[op for op in realise(d.stored.idea.tag) if op in all_operators] if d and realise else []
                   for d in ideas]
-        plan = model_plans.plan_generation(
-            history, pool, self.ctx.config, self.ctx.space, self.features,
-            lambda text: self.ctx.archive.owner(text) is not None,
+        plan = model_plans.plan_generation(history, model_plans.Generation(
+            pool, self.ctx.config, self.ctx.space, self.features,
+            lambda key: self.ctx.archive.owner(key) is not None,
             posteriors, operators, size, rng, wishes,
-        )
+        ))
         for child, (drawn, wish) in enumerate(zip(ideas, wishes)):
             if drawn is not None and child < len(plan.plans):
                 _attach(plan.plans[child], drawn)  # the idea is the LLM Generator's; its transform, when one realises it

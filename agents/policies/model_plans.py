@@ -103,44 +103,56 @@ class ModelPlan:
     score_model: ScoreModel | None = None
 
 
-def plan_generation(
-    history: Sequence[CandidateRecord],
-    pool: Sequence[CandidateRecord],
-    config: ArchsmithConfig,
-    space: SearchSpace,
-    features: CandidateFeatures,
-    taken: Callable[[str], bool],
-    posteriors: Sequence[OperatorPosterior],
-    operators: Sequence[str],
-    size: int,
-    rng: random.Random,
-    wishes: Sequence[Sequence[str]] = (),
-) -> ModelPlan:
-    """``size`` plans for the next children; ``pool`` are the parents (top-k or seeds); ``taken``
-    tells whether a canonical form is archived or being built already. ``wishes[i]``, when not
-    empty, are the operators child i should preferably be made by (those that realise its idea)."""
-    settings = config.search
+@dataclass
+class Generation:
+    """What planning one generation reads besides the history: the parents (``pool``: top-k or
+    seeds), the run's settings and space, the features, whether a canonical form is ``taken``
+    (archived or being built), the operator posteriors, how many children, the generation's
+    random stream, and ``wishes[i]``: operators child i should preferably be made by (those that
+    realise its idea; empty: none)."""
+
+    pool: Sequence[CandidateRecord]
+    config: ArchsmithConfig
+    space: SearchSpace
+    features: CandidateFeatures
+    taken: Callable[[str], bool]
+    posteriors: Sequence[OperatorPosterior]
+    operators: Sequence[str]
+    size: int
+    rng: random.Random
+    wishes: Sequence[Sequence[str]] = ()
+
+    def admissible(self, proposal: Proposal | None, chosen: dict[str, Proposal]) -> bool:
+        """New (not chosen, not taken) and within the budget by its free costs."""
+        return (proposal is not None and proposal.key not in chosen and not self.taken(proposal.key)
+                and not self.config.budget.violations(*self.features.costs(proposal.text)))
+
+
+def plan_generation(history: Sequence[CandidateRecord], g: Generation) -> ModelPlan:
+    """``g.size`` plans for the next children (the warm start, then the model's choices)."""
+    settings = g.config.search
     warm_up = 2 * settings.top_k
     valid = valid_records(list(history))
     if len(valid) < warm_up:
-        plan = _warm_start(valid, pool, config, space, features, taken, warm_up - len(valid), rng, wishes)
-        plan.plans = plan.plans[:size]
+        plan = _warm_start(g, warm_up - len(valid))
+        plan.plans = plan.plans[:g.size]
         return plan
     started = time.perf_counter()
-    proposals = _proposals(pool, config, space, features, taken, posteriors, operators, size, rng, wishes)
+    proposals = _proposals(g)
     if not proposals:
         return ModelPlan([], {"model": "no new proposal within the budget"})
     texts = [r["text"] for r in valid]
     scores = np.array([float(r["score"]) for r in valid])
     centre, scale = float(scores.mean()), float(scores.std()) or 1.0
-    model = fit_model(features.matrix(texts), (scores - centre) / scale, settings.model.trees, rng.randrange(2**31))
-    score_model = ScoreModel(model, features, centre, scale, len(valid))
+    model = fit_model(g.features.matrix(texts), (scores - centre) / scale, settings.model.trees,
+                      g.rng.randrange(2**31))
+    score_model = ScoreModel(model, g.features, centre, scale, len(valid))
     mean, std = score_model.predict([p.text for p in proposals])
     stalled = stagnation(valid)
     exploration = settings.model.exploration
     plans = []
-    for index, weight in choose_batch((mean - centre) / scale, std / scale, size, exploration,
-                                      _preferences(proposals, wishes, space, size)):
+    for index, weight in choose_batch((mean - centre) / scale, std / scale, g.size, exploration,
+                                      _preferences(proposals, g.wishes, g.space, g.size)):
         plan = _plan(proposals[index], f"UCB weight {weight:.2f}: predicted {mean[index]:.4g} ± {std[index]:.3g}")
         plan["predicted_score"] = float(mean[index])
         plan["predicted_std"] = float(std[index])
@@ -172,47 +184,31 @@ def _plan(proposal: Proposal, rationale: str) -> Strategy:
     )
 
 
-def _within_budget(config: ArchsmithConfig, features: CandidateFeatures, text: str) -> bool:
-    return not config.budget.violations(*features.costs(text))
-
-
-def _warm_start(
-    valid: list[CandidateRecord],
-    pool: Sequence[CandidateRecord],
-    config: ArchsmithConfig,
-    space: SearchSpace,
-    features: CandidateFeatures,
-    taken: Callable[[str], bool],
-    count: int,
-    rng: random.Random,
-    wishes: Sequence[Sequence[str]] = (),
-) -> ModelPlan:
-    enumerable = isinstance(space, EnumerableSpace)
-    settings = config.search.model
+def _warm_start(g: Generation, count: int) -> ModelPlan:
+    enumerable = isinstance(g.space, EnumerableSpace)
+    settings = g.config.search.model
     wanted = count * (settings.warm_start_pool if enumerable else settings.proposals_per_child)
     proposals: dict[str, Proposal] = {}
     for _ in range(2 * wanted):  # repeats and over-budget draws are skipped
         if len(proposals) >= wanted:
             break
-        proposal = _sample(space, rng) if enumerable else _mutation(pool, space, None, rng)
-        if proposal is None or proposal.key in proposals or taken(proposal.key):
-            continue
-        if _within_budget(config, features, proposal.text):
+        proposal = _sample(g.space, g.rng) if enumerable else _mutation(g.pool, g.space, None, g.rng)
+        if g.admissible(proposal, proposals):
             proposals[proposal.key] = proposal
-    for proposal in _wished(pool, space, wishes, settings.proposals_per_child, rng):
-        if proposal.key not in proposals and not taken(proposal.key) and _within_budget(config, features, proposal.text):
+    for proposal in _wished(g.pool, g.space, g.wishes, settings.proposals_per_child, g.rng):
+        if g.admissible(proposal, proposals):
             proposals[proposal.key] = proposal
     candidates = list(proposals.values())
-    if config.search.warm_start == "random":
+    if g.config.search.warm_start == "random":
         chosen = list(range(min(count, len(candidates))))
         how = "warm start: random"
     else:
         texts = [p.text for p in candidates]
-        costs = cost_matrix([features.costs(t) for t in texts]) if texts else None
-        rows = np.array([features.structure(t) for t in texts], dtype=float) if texts else np.zeros((0, 0))
-        first = warm_start(rows, costs, count, rng)
+        costs = cost_matrix([g.features.costs(t) for t in texts]) if texts else None
+        rows = np.array([g.features.structure(t) for t in texts], dtype=float) if texts else np.zeros((0, 0))
+        first = warm_start(rows, costs, count, g.rng)
         order = first + [i for i in range(len(candidates)) if i not in first]  # for children with wishes
-        chosen = _in_order(order, count, _masks(candidates, wishes))
+        chosen = _in_order(order, count, _masks(candidates, g.wishes))
         how = "warm start: most capable within the budget, spread" if costs is not None else "warm start: spread"
     plans = [_plan(candidates[i], how) for i in chosen]
     return ModelPlan(plans, {"warm_start": {"pool": len(candidates), "chosen": len(plans), "rule": how}})
@@ -304,39 +300,26 @@ def _neighbours(parent: CandidateRecord, space: EnumerableSpace) -> list[Proposa
     return found
 
 
-def _proposals(
-    pool: Sequence[CandidateRecord],
-    config: ArchsmithConfig,
-    space: SearchSpace,
-    features: CandidateFeatures,
-    taken: Callable[[str], bool],
-    posteriors: Sequence[OperatorPosterior],
-    operators: Sequence[str],
-    size: int,
-    rng: random.Random,
-    wishes: Sequence[Sequence[str]] = (),
-) -> list[Proposal]:
-    settings = config.search
+def _proposals(g: Generation) -> list[Proposal]:
+    settings = g.config.search
 
     def mutation(parent: CandidateRecord) -> Proposal | None:
-        operator = (draw_operator(posteriors, rng, settings.bandit_epsilon) if settings.operator_bandit
-                    else rng.choice(list(operators)))
-        return _mutation(pool, space, operator, rng, parent=parent)
+        operator = (draw_operator(g.posteriors, g.rng, settings.bandit_epsilon) if settings.operator_bandit
+                    else g.rng.choice(list(g.operators)))
+        return _mutation(g.pool, g.space, operator, g.rng, parent=parent)
 
     found: list[Proposal | None] = []
-    if isinstance(space, EnumerableSpace):  # proposals are cheap: neighbourhoods, mutations, samples
-        for parent in pool:
-            found.extend(_neighbours(parent, space))
+    if isinstance(g.space, EnumerableSpace):  # proposals are cheap: neighbourhoods, mutations, samples
+        for parent in g.pool:
+            found.extend(_neighbours(parent, g.space))
             found.extend(mutation(parent) for _ in range(settings.model.mutations_per_parent))
-        found.extend(_sample(space, rng) for _ in range(settings.model.random_proposals))
+        found.extend(_sample(g.space, g.rng) for _ in range(settings.model.random_proposals))
     else:  # a mutation may parse and rewrite a whole file: a few per child, round the pool
-        members = list(pool)
-        found.extend(mutation(members[i % len(members)]) for i in range(size * settings.model.proposals_per_child))
-    found.extend(_wished(pool, space, wishes, settings.model.proposals_per_child, rng))
+        members = list(g.pool)
+        found.extend(mutation(members[i % len(members)]) for i in range(g.size * settings.model.proposals_per_child))
+    found.extend(_wished(g.pool, g.space, g.wishes, settings.model.proposals_per_child, g.rng))
     unique: dict[str, Proposal] = {}
     for proposal in found:
-        if proposal is None:
-            continue
-        if proposal.key not in unique and not taken(proposal.key) and _within_budget(config, features, proposal.text):
+        if g.admissible(proposal, unique):
             unique[proposal.key] = proposal
     return list(unique.values())
