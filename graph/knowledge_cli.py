@@ -102,6 +102,8 @@ def ingest(
         print(json.dumps(data, indent=2))
     else:
         table = Table(title="ingest summary", show_header=False)
+        table.add_column("what", no_wrap=True)
+        table.add_column("count", overflow="fold")  # the store's path whole, not cut
         for key in ("papers_kept", "papers_discarded", "papers_skipped", "ideas_added", "ideas_merged", "ideas_skipped"):
             table.add_row(key.replace("_", " "), str(data[key]))
         table.add_row("papers failed", str(len(summary.papers_failed)))
@@ -144,7 +146,7 @@ def stats(
     if others:
         listed = ", ".join(f"{model} ({count} ideas)" for model, count in others.items())
         console.print(f"other embeddings in this store: {listed} (choose with --set knowledge.embedding=...)",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     if plot is not None:
         console.print(f"bar chart: {plot}")
 
