@@ -221,12 +221,22 @@ class Navigator(Agent):
         evaluated = sum(1 for r in history.values() if r.get("status") == "valid")
         sampling = isinstance(self.ctx.space, EnumerableSpace) and not base
         size = self._plan_size(state)
+        warm: list[Strategy] = []
+        if sampling and self.ctx.config.search.warm_start == "cost_aware":
+            slots = max(0, min(size, WARM_UP_FACTOR * self.ctx.config.search.top_k - evaluated))
+            warm = model_plans.warm_start_plans(model_plans.Generation(
+                pool, self.ctx.config, self.ctx.space, self.features,
+                lambda key: self.ctx.archive.owner(key) is not None, [], operators, slots,
+                rng_for(self.ctx.config.seed, "warm-start", state.get("generation", 0))), slots)
         ideas = self._draw_ideas(state, size, base)
         idea_rng = rng_for(self.ctx.config.seed, "idea-operators", state.get("generation", 0))
         realise = getattr(self.ctx.space, "operators_for_idea", None)
         plans: list[Strategy] = []
         for index, drawn in zip(range(size), ideas):
             if sampling and evaluated + index < WARM_UP_FACTOR * self.ctx.config.search.top_k:
+                if warm:  # search.warm_start = "cost_aware": the model strategy's warm-start choices
+                    plans.append(warm.pop(0))
+                    continue
                 plans.append(Strategy(parent_ids=[], parent_texts=[], operator=SAMPLE,
                                       idea="a random candidate", rationale="warm up the pool"))
                 continue

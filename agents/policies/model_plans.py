@@ -184,6 +184,12 @@ def _plan(proposal: Proposal, rationale: str) -> Strategy:
     )
 
 
+def warm_start_plans(g: Generation, count: int) -> list[Strategy]:
+    """The warm start's ``count`` plans alone (the evolution strategy's first children when
+    ``search.warm_start = "cost_aware"``)."""
+    return _warm_start(g, count).plans if count > 0 else []
+
+
 def _warm_start(g: Generation, count: int) -> ModelPlan:
     enumerable = isinstance(g.space, EnumerableSpace)
     settings = g.config.search.model
