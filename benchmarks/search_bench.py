@@ -142,18 +142,19 @@ def main() -> None:
             cells += robustness_cells(synthetic)
         if args.which in ("ablation", "all"):
             cells += ablation_cells()
-        report = [f"# Search benchmark (commit {commit()}, {args.runs} runs per method)", ""]
+        report = ["# Search benchmark (each cell names the commit it ran on; cells saved earlier are reused)", ""]
         for cell in cells:
             saved = args.out / f"{cell.name}.json"
             if saved.is_file() and not args.fresh:
-                rows = json.loads(saved.read_text())["rows"]
+                record = json.loads(saved.read_text())
             else:
                 started = time.perf_counter()
-                rows = summary_rows(run_cell(cell, args.runs))
-                saved.write_text(json.dumps({"cell": cell.name, "commit": commit(), "runs": args.runs,
-                                             "seconds": round(time.perf_counter() - started, 1),
-                                             "rows": rows}, indent=2) + "\n")
-            text = markdown(cell.name, rows)
+                record = {"cell": cell.name, "commit": commit(), "runs": args.runs,
+                          "seconds": round(time.perf_counter() - started, 1),
+                          "rows": summary_rows(run_cell(cell, args.runs))}
+                record["seconds"] = round(time.perf_counter() - started, 1)
+                saved.write_text(json.dumps(record, indent=2) + "\n")
+            text = markdown(f"{cell.name} (commit {record['commit']}, {record['runs']} runs)", record["rows"])
             print(text, flush=True)
             report.append(text)
         (args.out / "search_bench.md").write_text("\n".join(report))
