@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="recompute cells already saved")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    code = commit()  # the code this process runs: HEAD may move while a long benchmark goes on
     from synthetic_tables import KINDS, table, write  # noqa: PLC0415 (a sibling script)
 
     with tempfile.TemporaryDirectory(prefix="archsmith-synthetic-") as scratch:
@@ -149,7 +150,7 @@ def main() -> None:
                 record = json.loads(saved.read_text())
             else:
                 started = time.perf_counter()
-                record = {"cell": cell.name, "commit": commit(), "runs": args.runs,
+                record = {"cell": cell.name, "commit": code, "runs": args.runs,
                           "seconds": round(time.perf_counter() - started, 1),
                           "rows": summary_rows(run_cell(cell, args.runs))}
                 record["seconds"] = round(time.perf_counter() - started, 1)
