@@ -23,6 +23,7 @@ from archsmith.graph.config import ArchsmithConfig, ConfigError, TrainEvaluatorC
 from archsmith.graph.context import train_payload
 from archsmith.graph.paths import RunPaths
 from archsmith.graph.run import load_history, open_executor, open_sandbox
+from archsmith.tools.datasets import DataError
 from archsmith.tools.evaluators import TRAIN_TASK, score_from_task
 from archsmith.tools.executors import Job, as_completed
 from archsmith.tools.ranking import kendall_tau
@@ -162,6 +163,11 @@ def train_top(
     synthetic_data = train is not None and train.data.get("name", "synthetic") == "synthetic"
     if synthetic_data and not allow_synthetic:
         raise ConfigError(SYNTHETIC_REFUSED)
+    if train is not None:
+        try:  # [evaluator.train.data] download = true: here, as the training tasks have no network
+            train.prepare_data()
+        except DataError as error:
+            raise ConfigError(f"evaluator.train.data: {error}") from None
     make_job, settings = _job_factory(config)  # a yolo run's data YAML is checked here
     data, synthetic, preset = _describe(config)
     key = _settings_key(settings)

@@ -325,3 +325,32 @@ def test_a_run_downloads_before_its_tasks_and_trains_on_the_files(loopback_host,
     result = archsmith.run(config)
     assert requests and (target / "cifar-10-batches-py" / "test_batch").is_file()
     assert result.counts["valid"] == 2, [r.get("discard_reason") for r in result.history]
+
+
+def test_train_top_downloads_a_data_set_gone_since_the_search(loopback_host, monkeypatch, toy_config, tmp_path):
+    """`archsmith train` fetches a configured data set (download = true) before its tasks too; a
+    failed download is a config error naming the data settings."""
+    import shutil
+
+    import archsmith
+    from archsmith.graph.config import ConfigError
+    from archsmith.graph.train_top import train_top
+
+    served, base_url, requests = loopback_host
+    _serve_tiny_archive("cifar10", served, base_url, monkeypatch)
+    target = tmp_path / "cifar"
+    config = toy_config(search={"max_candidates": 1}, evaluator={"name": "train", "train": {
+        "preset": "smoke", "device": "cpu", "data": {"name": "cifar10", "path": str(target), "download": True,
+                                                     "input_size": 8}}})
+    result = archsmith.run(config)
+    shutil.rmtree(target)
+    fetched = len(requests)
+    trained = train_top(result.run_dir, top=1)
+    assert len(requests) > fetched and (target / "cifar-10-batches-py" / "test_batch").is_file()
+    assert [entry.ok for entry in trained.trained] == [True]
+    shutil.rmtree(target)
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", "0" * 32)
+    with pytest.raises(ConfigError, match="evaluator.train.data: .*download from"):
+        train_top(result.run_dir, top=1, again=True)
