@@ -160,30 +160,35 @@ class Navigator(Agent):
             plans = self._algorithmic_plans(state, phase, base, step)
         return self._finish(state, plans, phase, base, step)
 
+    def _pool(self, state: SearchState) -> list[CandidateRecord]:
+        """The parents as records (seeds, before any candidate is valid, with score 0)."""
+        records = {r["id"]: r for r in state.get("history", [])}
+        return [records.get(pid) or {"id": pid, "text": text, "score": 0.0} for pid, text in self._parents(state).items()]
+
+    def _generation(self, pool: list[CandidateRecord], posteriors: Any, operators: list[str], size: int,
+                    rng: Any, wishes: list[list[str]] | None = None) -> model_plans.Generation:
+        """The inputs of model_plans for this run (duplicates: the archive's canonical forms)."""
+        return model_plans.Generation(pool, self.ctx.config, self.ctx.space, self.features,
+                                      lambda key: self.ctx.archive.owner(key) is not None,
+                                      posteriors, operators, size, rng, wishes or [])
+
     def _model_plans(self, state: SearchState, phase: Phase, base: str | None, step: StepRecord) -> list[Strategy]:
         """The surrogate-guided strategy (agents.policies.model_plans); the refinement base, when
         there is one, joins the pool of parents. Every operator stays available in refinement: the
         model judges the proposals, and single changes alone leave a search stuck in one basin."""
         history = state.get("history", [])
-        records = {r["id"]: r for r in history}
-        parents = self._parents(state)
-        pool = [records.get(pid) or {"id": pid, "text": text, "score": 0.0} for pid, text in parents.items()]
-        if base and base not in parents:
-            pool.insert(0, records[base])
+        pool = self._pool(state)
+        if base and base not in {r["id"] for r in pool}:
+            pool.insert(0, next(r for r in history if r["id"] == base))
         operators = self.ctx.space.operators()
         posteriors, _ = self._operator_choice(state, operators, step)
-        rng = rng_for(self.ctx.config.seed, "model", state.get("generation", 0))
         size = self._plan_size(state)
         ideas = self._draw_ideas(state, size, base)
         realise = getattr(self.ctx.space, "operators_for_idea", None)
-        all_operators = self.ctx.space.operators()
-        wishes = [[op for op in realise(d.stored.idea.tag) if op in all_operators] if d and realise else []
+        wishes = [[op for op in realise(d.stored.idea.tag) if op in operators] if d and realise else []
                   for d in ideas]
-        plan = model_plans.plan_generation(history, model_plans.Generation(
-            pool, self.ctx.config, self.ctx.space, self.features,
-            lambda key: self.ctx.archive.owner(key) is not None,
-            posteriors, operators, size, rng, wishes,
-        ))
+        plan = model_plans.plan_generation(history, self._generation(
+            pool, posteriors, operators, size, rng_for(self.ctx.config.seed, "model", state.get("generation", 0)), wishes))
         for child, (drawn, wish) in enumerate(zip(ideas, wishes)):
             if drawn is not None and child < len(plan.plans):
                 _attach(plan.plans[child], drawn)  # the idea is the LLM Generator's; its transform, when one realises it
@@ -209,11 +214,8 @@ class Navigator(Agent):
         self, state: SearchState, phase: Phase, base: str | None, step: StepRecord
     ) -> list[Strategy]:
         rng = rng_for(self.ctx.config.seed, "navigator", state.get("generation", 0))
-        parents = self._parents(state)
         history = {r["id"]: r for r in state.get("history", [])}
-        pool: list[CandidateRecord] = [
-            history.get(pid) or {"id": pid, "text": text, "score": 0.0} for pid, text in parents.items()
-        ]
+        pool = self._pool(state)
         operators = self.ctx.space.operators()
         _, choose_operator = self._operator_choice(state, local_operators(self.ctx.space) if base else operators, step)
         # Enumerable spaces get a warm-up of random samples before mutation takes over (like an
@@ -224,10 +226,8 @@ class Navigator(Agent):
         warm: list[Strategy] = []
         if sampling and self.ctx.config.search.warm_start == "cost_aware":
             slots = max(0, min(size, WARM_UP_FACTOR * self.ctx.config.search.top_k - evaluated))
-            warm = model_plans.warm_start_plans(model_plans.Generation(
-                pool, self.ctx.config, self.ctx.space, self.features,
-                lambda key: self.ctx.archive.owner(key) is not None, [], operators, slots,
-                rng_for(self.ctx.config.seed, "warm-start", state.get("generation", 0))), slots)
+            warm = model_plans.warm_start_plans(self._generation(
+                pool, [], operators, slots, rng_for(self.ctx.config.seed, "warm-start", state.get("generation", 0))), slots)
         ideas = self._draw_ideas(state, size, base)
         idea_rng = rng_for(self.ctx.config.seed, "idea-operators", state.get("generation", 0))
         realise = getattr(self.ctx.space, "operators_for_idea", None)

@@ -150,10 +150,9 @@ def main() -> None:
                 record = json.loads(saved.read_text())
             else:
                 started = time.perf_counter()
+                rows = summary_rows(run_cell(cell, args.runs))
                 record = {"cell": cell.name, "commit": code, "runs": args.runs,
-                          "seconds": round(time.perf_counter() - started, 1),
-                          "rows": summary_rows(run_cell(cell, args.runs))}
-                record["seconds"] = round(time.perf_counter() - started, 1)
+                          "seconds": round(time.perf_counter() - started, 1), "rows": rows}
                 saved.write_text(json.dumps(record, indent=2) + "\n")
             text = markdown(f"{cell.name} (commit {record['commit']}, {record['runs']} runs)", record["rows"])
             print(text, flush=True)

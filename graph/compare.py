@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from archsmith.graph.paths import RunPaths
+from archsmith.graph.run import load_history
 
 console = Console()
 
@@ -51,18 +52,6 @@ def _step(record: dict[str, Any], fallback: int) -> int:
     return int(digits[-1]) if digits else fallback
 
 
-def _read_json_lines(file: Path) -> list[dict[str, Any]]:
-    records = []
-    for number, line in enumerate(file.read_text("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise CompareError(f"{file}:{number}: not JSON ({error.msg})") from None
-    return records
-
-
 def overview(run_dir: str | Path) -> RunOverview:
     """The table row and the curve of one run directory."""
     try:
@@ -73,7 +62,10 @@ def overview(run_dir: str | Path) -> RunOverview:
         config = tomllib.loads(paths.config.read_text("utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise CompareError(f"{paths.config}: unreadable ({error})") from None
-    history = _read_json_lines(paths.history) if paths.history.is_file() else []
+    try:
+        history = load_history(paths)
+    except json.JSONDecodeError as error:
+        raise CompareError(f"{paths.history}: not JSON ({error.msg})") from None
     summary: dict[str, Any] = {}
     if paths.summary.is_file():
         try:

@@ -313,16 +313,20 @@ def test_an_archive_with_the_wrong_checksum_is_refused(loopback_host, monkeypatc
     assert not (target / "cifar-10-batches-py").exists()  # nothing extracted from an unverified archive
 
 
+def _downloading_config(toy_config, target, candidates):
+    """A toy search trained (smoke preset) on CIFAR-10 at ``target``, downloaded when missing."""
+    return toy_config(search={"max_candidates": candidates}, evaluator={"name": "train", "train": {
+        "preset": "smoke", "device": "cpu", "data": {"name": "cifar10", "path": str(target), "download": True,
+                                                     "input_size": 8}}})
+
+
 def test_a_run_downloads_before_its_tasks_and_trains_on_the_files(loopback_host, monkeypatch, toy_config, tmp_path):
     import archsmith
 
     served, base_url, requests = loopback_host
     _serve_tiny_archive("cifar10", served, base_url, monkeypatch)
     target = tmp_path / "cifar"
-    config = toy_config(search={"max_candidates": 2}, evaluator={"name": "train", "train": {
-        "preset": "smoke", "device": "cpu", "data": {"name": "cifar10", "path": str(target), "download": True,
-                                                     "input_size": 8}}})
-    result = archsmith.run(config)
+    result = archsmith.run(_downloading_config(toy_config, target, candidates=2))
     assert requests and (target / "cifar-10-batches-py" / "test_batch").is_file()
     assert result.counts["valid"] == 2, [r.get("discard_reason") for r in result.history]
 
@@ -339,10 +343,7 @@ def test_train_top_downloads_a_data_set_gone_since_the_search(loopback_host, mon
     served, base_url, requests = loopback_host
     _serve_tiny_archive("cifar10", served, base_url, monkeypatch)
     target = tmp_path / "cifar"
-    config = toy_config(search={"max_candidates": 1}, evaluator={"name": "train", "train": {
-        "preset": "smoke", "device": "cpu", "data": {"name": "cifar10", "path": str(target), "download": True,
-                                                     "input_size": 8}}})
-    result = archsmith.run(config)
+    result = archsmith.run(_downloading_config(toy_config, target, candidates=1))
     shutil.rmtree(target)
     fetched = len(requests)
     trained = train_top(result.run_dir, top=1)

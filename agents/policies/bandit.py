@@ -24,10 +24,6 @@ class OperatorPosterior(BaseModel):
     alpha: float
     beta: float
 
-    @property
-    def mean(self) -> float:
-        return self.alpha / (self.alpha + self.beta)
-
 
 def operator_posteriors(
     history: Sequence[CandidateRecord], operators: Sequence[str], prior: float = 1.0

@@ -148,17 +148,15 @@ def plan_generation(history: Sequence[CandidateRecord], g: Generation) -> ModelP
                       g.rng.randrange(2**31))
     score_model = ScoreModel(model, g.features, centre, scale, len(valid))
     mean, std = score_model.predict([p.text for p in proposals])
-    stalled = stagnation(valid)
-    exploration = settings.model.exploration
     plans = []
-    for index, weight in choose_batch((mean - centre) / scale, std / scale, g.size, exploration,
+    for index, weight in choose_batch((mean - centre) / scale, std / scale, g.size, settings.model.exploration,
                                       _preferences(proposals, g.wishes, g.space, g.size)):
         plan = _plan(proposals[index], f"UCB weight {weight:.2f}: predicted {mean[index]:.4g} ± {std[index]:.3g}")
         plan["predicted_score"] = float(mean[index])
         plan["predicted_std"] = float(std[index])
         plans.append(plan)
     info = {"model": {"trained_on": len(valid), "proposals": len(proposals), "trees": settings.model.trees,
-                      "evaluations_since_best": stalled, "exploration": exploration,
+                      "evaluations_since_best": stagnation(valid),
                       "seconds": round(time.perf_counter() - started, 4)}}
     return ModelPlan(plans, info, score_model)
 
