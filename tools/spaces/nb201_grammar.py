@@ -107,8 +107,16 @@ def _scan(text: str) -> list[tuple[int, list[tuple[str, int, int, int]]]]:
             raise CellSyntaxError("expected a node after '+'", i)
 
 
+_OP = "(" + "|".join(OPS) + ")"
+# The benchmark's own spelling (what format_cell writes): read by one match, since searches parse
+# thousands of such cells per generation; anything else goes through the scanner and its errors.
+_CANONICAL_CELL = re.compile(rf"\|{_OP}~0\|\+\|{_OP}~0\|{_OP}~1\|\+\|{_OP}~0\|{_OP}~1\|{_OP}~2\|")
+
+
 def parse_cell(text: str) -> tuple[Ops, list[ValidationIssue]]:
     """The six operations (EDGES order) and the problems found; a problem means no operations."""
+    if (canonical := _CANONICAL_CELL.fullmatch(text)) is not None:
+        return canonical.groups(), []
     try:
         nodes = _scan(text)
     except CellSyntaxError as err:
