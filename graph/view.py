@@ -12,11 +12,13 @@ import io
 import json
 import re
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from archsmith.graph.view_data import (
     LineageEdge,
@@ -25,6 +27,7 @@ from archsmith.graph.view_data import (
     best_so_far,
     load_run,
     pareto_front,
+    split_blocks,
     step_summary,
 )
 
@@ -53,7 +56,10 @@ def _svg(fig) -> str:
 
 
 def _empty(message: str) -> str:
-    return f'<svg class="empty" width="420" height="60"><text x="10" y="35">{html.escape(message)}</text></svg>'
+    """A one-line message in place of a plot; it shrinks with its box (no text cut off)."""
+    width = 20 + 8 * len(message)
+    return (f'<svg class="empty" width="{width}" height="60" viewBox="0 0 {width} 60">'
+            f'<text x="10" y="35">{html.escape(message)}</text></svg>')
 
 
 def plot_best_so_far(data: RunData) -> dict[str, str]:
@@ -78,7 +84,58 @@ def plot_best_so_far(data: RunData) -> dict[str, str]:
     return {"candidates": by_candidates, "time": _svg(fig)}
 
 
+def _token(text: str) -> str:
+    """A string safe inside an SVG id (and a CSS selector)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text)
+
+
+PARETO_OFFSETS = ((5, -9, "left"), (5, 3, "left"), (-5, 3, "right"), (-5, -9, "right"))
+
+
+def _place_labels(fig, ax, points: list[tuple[float, float, str]], gid: str) -> None:
+    """Label the points whose labels fit: each tries four offsets around its point and is dropped
+    when all of them would overlap a label already placed, a marker or the legend, or leave the
+    axes. The best-scoring and the cheapest point go first. Freezes the layout (labels placed
+    in display space must stay where they were measured)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
+
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    frame = ax.get_window_extent(renderer)
+    pad = 2.0 * fig.dpi / 72
+    radius = 3.0 * fig.dpi / 72  # the front's markers: 5 pt across
+    taken = [Bbox.from_extents(px - radius, py - radius, px + radius, py + radius)
+             for px, py in ax.transData.transform([(x, y) for x, y, _ in points])]
+    legend = ax.get_legend()
+    if legend is not None:
+        taken.append(legend.get_window_extent(renderer))
+    order = sorted(range(len(points)), key=lambda i: (i not in (len(points) - 1, 0), -points[i][1]))
+    for index in order:
+        x, y, cid = points[index]
+        for dx, dy, align in PARETO_OFFSETS:
+            label = ax.annotate(cid, (x, y), fontsize=6, xytext=(dx, dy), textcoords="offset points", ha=align)
+            label.set_in_layout(False)
+            box = label.get_window_extent(renderer).padded(pad / 2)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in taken):
+                label.set_gid(f"{gid}-label-{_token(cid)}")
+                taken.append(box.padded(pad / 2))
+                break
+            label.remove()
+
+
+def _titled(svg: str, titles: dict[str, str]) -> str:
+    """Hover text: a <title> inside each <g id=...> that matplotlib wrote for an artist's gid."""
+    for gid, title in titles.items():
+        svg = svg.replace(f'<g id="{gid}">', f'<g id="{gid}"><title>{html.escape(title)}</title>', 1)
+    return svg
+
+
 def plot_pareto(data: RunData, cost: str, label: str) -> str:
+    """Score against a cost with the Pareto front; front points carry their id as hover text and
+    as a label where the label has room (labels never overlap one another)."""
     points = [(float(r[cost]), float(r["score"]), r["id"]) for r in data.history
               if r.get("status") == "valid" and r.get("score") is not None and r.get(cost) is not None]
     if not points:
@@ -88,12 +145,17 @@ def plot_pareto(data: RunData, cost: str, label: str) -> str:
     front = [points[i] for i in pareto_front([(x, y) for x, y, _ in points])]
     ax.plot([p[0] for p in front], [p[1] for p in front], color="crimson", marker="o", markersize=5,
             drawstyle="steps-post", label="Pareto front")
+    gid = f"pareto-{_token(cost)}"
+    titles = {}
     for x, y, cid in front:
-        ax.annotate(cid, (x, y), fontsize=6, xytext=(3, -8), textcoords="offset points")
+        point = f"{gid}-point-{_token(cid)}"
+        ax.plot([x], [y], "o", markersize=7, color="crimson", alpha=0.01, gid=point)
+        titles[point] = f"{cid}: score {y:.4g}, {label} {x:,.0f}"
     ax.set_xlabel(label)
     ax.set_ylabel("score")
     ax.legend(fontsize=7, loc="lower right")
-    return _svg(fig)
+    _place_labels(fig, ax, front, gid)
+    return _titled(_svg(fig), titles)
 
 
 def plot_predictions(data: RunData) -> str:
@@ -127,15 +189,15 @@ def plot_operator_posteriors(data: RunData) -> str:
         return _empty("no operator posteriors recorded (search.operator_bandit)")
     from scipy.stats import beta
 
-    fig, ax = _figure(height=max(2.0, 0.35 * len(latest) + 1))
+    fig, ax = _figure(height=max(2.0, 0.4 * len(latest) + 1))
     names = [p["operator"] for p in latest]
     means = [p["alpha"] / (p["alpha"] + p["beta"]) for p in latest]
     lows = [m - beta.ppf(0.05, p["alpha"], p["beta"]) for m, p in zip(means, latest)]
     highs = [beta.ppf(0.95, p["alpha"], p["beta"]) - m for m, p in zip(means, latest)]
     ax.barh(names, means, xerr=[lows, highs], alpha=0.7)
-    for index, p in enumerate(latest):
-        wins, losses = p["alpha"] - 1, p["beta"] - 1
-        ax.annotate(f"{wins:g} better / {losses:g} not", (0.99, index), fontsize=6, va="center", ha="right")
+    # the counts go with the names (drawn on the bars they ran into the error bars)
+    ax.set_yticks(range(len(latest)), [f"{p['operator']}\n{p['alpha'] - 1:g} better / {p['beta'] - 1:g} not"
+                                       for p in latest], fontsize=7)
     ax.set_xlim(0, 1)
     ax.set_xlabel("P(child beats its parent)")
     return _svg(fig)
@@ -184,46 +246,85 @@ def _colour(score: float | None, low: float, high: float) -> str:
     return to_hex(colormaps["viridis"](fraction))
 
 
-def lineage_svg(nodes: list[LineageNode], edges: list[LineageEdge]) -> str:
-    """Generations as columns, candidates in order down each column; colour = score."""
+def _operator_colours(edges: list[LineageEdge]) -> dict[str, str]:
+    """A colour per operator, most used first (tab10; grey past ten and for no operator)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    counts = Counter(edge.label for edge in edges if edge.label)
+    palette = [to_hex(c) for c in colormaps["tab10"].colors]
+    colours = {op: palette[i] if i < len(palette) else "#999999" for i, (op, _) in enumerate(counts.most_common())}
+    colours[""] = "#999999"
+    return colours
+
+
+def lineage_html(nodes: list[LineageNode], edges: list[LineageEdge]) -> str:
+    """The lineage as HTML: a legend of operators and, in a scrolling box, an <svg> with the
+    generations as rows (seeds at the top), each row's candidates placed near their parents;
+    node colour = score, edge colour = operator (hover an edge for the idea, a node for its text).
+
+    The <svg> shrinks to its box's width down to 70 % of its size; past that (or past the box's
+    height) the box scrolls, so every generation stays reachable."""
     if not nodes:
-        return _empty("no candidates yet")
-    columns: dict[int, list[LineageNode]] = {}
+        return f'<div class="scroll lineage-box">{_empty("no candidates yet")}</div>'
+    rows: dict[int, list[LineageNode]] = {}
     for node in nodes:
-        columns.setdefault(node.generation, []).append(node)
-    generations = sorted(columns)
-    col_w, row_h, top, left = 170, 30, 40, 60
+        rows.setdefault(node.generation, []).append(node)
+    generations = sorted(rows)
+    parents: dict[str, list[str]] = {}
+    for edge in edges:
+        parents.setdefault(edge.child, []).append(edge.parent)
+    label_chars = max(len(node.id) for node in nodes)
+    col_w, row_h, top, left = max(56, 6 * label_chars + 26), 34, 14, 96
     where: dict[str, tuple[float, float]] = {}
-    for ci, gen in enumerate(generations):
-        for ri, node in enumerate(columns[gen]):
-            where[node.id] = (left + ci * col_w, top + ri * row_h)
-    width = left + len(generations) * col_w
-    height = top + max(len(c) for c in columns.values()) * row_h + 10
+
+    def near_parents(item: tuple[int, LineageNode]) -> tuple[float, int]:
+        xs = [where[p][0] for p in parents.get(item[1].id, []) if p in where]
+        return (sum(xs) / len(xs) if xs else float("inf"), item[0])
+
+    widest = max(len(r) for r in rows.values())
+    for ri, gen in enumerate(generations):
+        indent = (widest - len(rows[gen])) * col_w / 2  # rows centred: a family tree
+        for ci, (_, node) in enumerate(sorted(enumerate(rows[gen]), key=near_parents)):
+            where[node.id] = (left + 12 + indent + ci * col_w, top + 10 + ri * row_h)
+    width = left + widest * col_w + 8
+    height = top + len(generations) * row_h
     scores = [n.score for n in nodes if n.score is not None]
     low, high = (min(scores), max(scores)) if scores else (0.0, 1.0)
+    colours = _operator_colours(edges)
     esc = html.escape
-    parts = [f'<svg class="lineage" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
-    for ci, gen in enumerate(generations):
-        parts.append(f'<text x="{left + ci * col_w - 20}" y="18" class="colhead">'
+    parts = [f'<svg class="lineage" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+             f'style="min-width: {round(0.7 * width)}px">']
+    for ri, gen in enumerate(generations):
+        y = top + 10 + ri * row_h
+        parts.append(f'<text x="4" y="{y + 4}" class="genlabel" data-generation="{gen}">'
                      f'{"seeds" if gen == 0 else f"generation {gen}"}</text>')
     for edge in edges:
         if edge.parent not in where or edge.child not in where:
             continue
         (x1, y1), (x2, y2) = where[edge.parent], where[edge.child]
-        mx = (x1 + x2) / 2
-        parts.append(f'<g class="edge"><title>{esc(edge.parent)} &#8594; {esc(edge.child)}: {esc(edge.idea)}</title>'
-                     f'<path d="M{x1 + 9},{y1} C{mx},{y1} {mx},{y2} {x2 - 9},{y2}" fill="none" stroke="#999"/>'
-                     f'<text x="{x2 - 14}" y="{y2 - 6}" text-anchor="end" class="edgelabel">{esc(edge.label)}</text></g>')
+        y1, y2 = y1 + 9, y2 - 9
+        mid = (y1 + y2) / 2 if y2 - y1 <= row_h else y2 - row_h / 2
+        title = f"{edge.parent} \u2192 {edge.child}: {edge.label or 'no operator'}"
+        if edge.idea:
+            title += f" \u2014 {edge.idea}"
+        parts.append(f'<path class="edge" d="M{x1},{y1} C{x1},{mid} {x2},{mid} {x2},{y2}" fill="none" '
+                     f'stroke="{colours.get(edge.label, "#999999")}" stroke-width="1.3">'
+                     f'<title>{esc(title)}</title></path>')
     for node in nodes:
         x, y = where[node.id]
         stroke = ' stroke="#c00" stroke-dasharray="3,2"' if node.status not in ("valid", "seed") else ' stroke="#333"'
         score = f"{node.score:.4g}" if node.score is not None else node.status
+        text = node.text if len(node.text) <= 400 else node.text[:400] + "\u2026"
         parts.append(f'<g class="node"><title>{esc(node.id)} ({esc(node.status)}) score {esc(score)}\n'
-                     f'{esc(node.text)}</title><a href="#cand-{esc(node.id)}">'
-                     f'<circle cx="{x}" cy="{y}" r="9" fill="{_colour(node.score, low, high)}"{stroke}/>'
-                     f'<text x="{x + 12}" y="{y + 4}" class="nodelabel">{esc(node.id)}</text></a></g>')
+                     f'{esc(text)}</title><a href="#cand-{esc(node.id)}">'
+                     f'<circle cx="{x}" cy="{y}" r="8" fill="{_colour(node.score, low, high)}"{stroke}/>'
+                     f'<text x="{x + 11}" y="{y + 4}" class="nodelabel">{esc(node.id)}</text></a></g>')
     parts.append("</svg>")
-    return "".join(parts)
+    legend = "".join(f'<span class="op"><i style="background: {colour}"></i>{esc(op)}</span>'
+                     for op, colour in colours.items() if op)
+    return (f'<div class="legend">{legend}</div>' if legend else "") + \
+        f'<div class="scroll lineage-box">{"".join(parts)}</div>'
 
 
 # ---------------------------------------------------------------- rendering and serving
@@ -246,6 +347,25 @@ def _num(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _compact(value: Any, decimals: int = 3) -> str:
+    """Params and FLOPs as the CLI prints them: 0.995 M (decimals=3), 838.9 M (1), 1.28 G."""
+    if value is None:
+        return "-"
+    value = float(value)
+    if value >= 1e9:
+        return f"{value / 1e9:.2f} G"
+    return f"{value / 1e6:.{decimals}f} M" if value >= 1e5 else f"{value:,.0f}"
+
+
+def _line_count(text: str | None) -> int:
+    return len((text or "").strip("\n").splitlines())
+
+
+def _breakable(text: str | None) -> Markup:
+    """A one-line structure with a line-break opportunity after each block (and cell or token)."""
+    return Markup("<wbr>").join(escape(part) for part in split_blocks(text or ""))
+
+
 def environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -255,12 +375,14 @@ def environment() -> Environment:
     )
     env.filters["pretty"] = _pretty
     env.filters["num"] = _num
+    env.filters["compact"] = _compact
+    env.filters["line_count"] = _line_count
+    env.filters["breakable"] = _breakable
     return env
 
 
 def render_report(data: RunData) -> str:
-    from markupsafe import Markup  # plots are built here, with every text in them escaped
-
+    # plots are built here, with every text in them escaped
     curves = plot_best_so_far(data)
     plots = {
         "best_vs_candidates": curves["candidates"],
@@ -272,11 +394,18 @@ def render_report(data: RunData) -> str:
         "predictions": plot_predictions(data),
         "operators": plot_operator_posteriors(data),
     }
+    from archsmith.graph.cli_tables import distinguishing  # the CLI's top table says the same
+
+    texts = [r.get("text") or "" for r in data.best]
+    differs = {}
+    if len(texts) > 1 and not any("\n" in text for text in texts):
+        differs = {r["id"]: cell for r, cell in zip(data.best, distinguishing(texts))}
     template = environment().get_template("report.html.j2")
     return template.render(
         run=data,
+        differs=differs,
         plots={k: Markup(v) for k, v in plots.items()},
-        lineage=Markup(lineage_svg(data.lineage_nodes, data.lineage_edges)),
+        lineage=Markup(lineage_html(data.lineage_nodes, data.lineage_edges)),
         summaries={step.id: step_summary(step) for step in data.steps},
         roles=sorted({s.role for s in data.steps}),
         candidates=sorted({s.candidate_id for s in data.steps if s.candidate_id}
