@@ -96,7 +96,13 @@ def test_the_model_learns_an_additive_score():
 def test_free_features_of_every_kind_of_space():
     nb201 = get_space("nb201")
     cell = nb201.initial()[0]
-    assert len(structure_features(nb201, cell)) == 6 * 5 and sum(structure_features(nb201, cell)) == 6
+    row = structure_features(nb201, cell)
+    one_hot, counts = row[:6 * 5], row[6 * 5:]  # every edge offers the same 5 operations
+    assert len(counts) == 5 and sum(one_hot) == 6
+    ops = nb201.ops(cell)
+    assert counts == [float(ops.count(op)) for op in nb201.choices()[0]]
+    positions = get_space("positions", SETTINGS)
+    assert structure_features(positions, "012012")[-3:] == [2.0, 2.0, 2.0]
     params, flops = closed_form_costs(nb201, cell, 10)
     assert params == nb201.param_count(cell) and flops == 2 * nb201.macs(cell)
     template = get_space("template")

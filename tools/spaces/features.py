@@ -3,7 +3,10 @@
 Search policies that model the score (the Navigator's ``model`` strategy) need every candidate,
 evaluated or only proposed, as a fixed-length vector:
 
-* enumerable spaces (NAS-Bench-201 cells, positions): the one-hot choice per position;
+* enumerable spaces (NAS-Bench-201 cells, positions): the one-hot choice per position, plus, for
+  every option offered at several positions (an operation any edge of a cell may take), how many
+  positions hold it: a model then sees "three 3x3 convolutions" without having to learn it from
+  each position separately;
 * a space with its own summary (``space.features(text) -> list[float]``, e.g. block-type counts,
   depth, widths, kernel sizes): that summary;
 * any other space (code, YOLO YAML): a hashed bag of the text's identifiers and numbers, scaled
@@ -30,14 +33,25 @@ _TOKEN = re.compile(r"[A-Za-z_][A-Za-z_0-9]*|\d+")
 def structure_features(space: SearchSpace, text: str) -> list[float]:
     """The candidate's structure as numbers (ValueError for a text the space cannot read)."""
     if isinstance(space, EnumerableSpace):
+        choices = space.choices()
+        held = [options[index] for index, options in zip(space.encode(text), choices)]
         row: list[float] = []
-        for index, options in zip(space.encode(text), space.choices()):
+        for index, options in zip(space.encode(text), choices):
             row.extend(1.0 if option == index else 0.0 for option in range(len(options)))
-        return row
+        return row + [float(held.count(option)) for option in shared_options(choices)]
     own = getattr(space, "features", None)
     if callable(own):
         return [float(v) for v in own(text)]
     return hashed_features(text)
+
+
+def shared_options(choices: list[list[str]]) -> list[str]:
+    """Options offered at more than one position, in order of first appearance."""
+    seen: dict[str, int] = {}
+    for options in choices:
+        for option in dict.fromkeys(options):
+            seen[option] = seen.get(option, 0) + 1
+    return [option for option, positions in seen.items() if positions > 1]
 
 
 def hashed_features(text: str, width: int = HASHED_FEATURES) -> list[float]:
