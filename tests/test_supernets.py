@@ -14,6 +14,8 @@ import gzip
 import json
 import math
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,8 +26,10 @@ from archsmith.tools.supernets import (
     OFAArch,
     OFAMbv3Settings,
     OFAMobileNetV3,
+    build_static_subnet,
     count_params,
     extract_subnet,
+    subnet_param_count,
     supernet_settings,
 )
 
@@ -178,6 +182,7 @@ def test_extracted_param_counts_match_the_official_figures(width, arch, params, 
     torch.save({"state_dict": random_state(width)}, path)
     subnet = extract_subnet(f"ofa_mbv3_w{width}", arch, path)
     assert count_params(subnet) == params
+    assert subnet_param_count(OFAArch.from_json(arch), OFAMbv3Settings(width_mult=width)) == params
     assert not subnet.training and subnet.input_resolution == 224
 
 
@@ -249,3 +254,25 @@ def test_space_argument_forms():
     assert OFAMbv3Settings(width_mult=1.2).checkpoint_name == "ofa_mbv3_d234_e346_k357_w1.2"
     with pytest.raises(ValueError, match="unknown supernet"):
         supernet_settings("resnet50")
+
+
+@pytest.mark.parametrize(("width", "seed"), [(1.0, 4), (1.2, 5)])
+def test_built_static_subnet_has_the_extracted_names_shapes_and_size(width, seed):
+    settings = OFAMbv3Settings(width_mult=width)
+    arch = random_arch(seed)
+    subnet = extract_subnet(settings, arch, random_state(width))
+    built = build_static_subnet(arch, settings).eval()
+    built.load_state_dict(subnet.state_dict(), strict=True)  # same names and shapes
+    assert count_params(built) == subnet_param_count(OFAArch.from_json(arch), settings)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(built(x), subnet(x))
+        assert built.forward_pre_gap(x).shape[1] == settings.widths()[-2]
+    plain = build_static_subnet(arch, settings, plain=True)
+    assert all(block.shortcut is None for block in plain.blocks)
+    assert count_params(plain) == count_params(built)
+
+
+def test_importing_the_package_and_arch_module_does_not_import_torch():
+    code = "import sys, archsmith.tools.supernets.ofa_arch; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

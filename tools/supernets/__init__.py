@@ -2,21 +2,35 @@
 
 Now: the once-for-all MobileNetV3 supernet (``OFAMobileNetV3``, official state-dict names, so the
 published checkpoints load strictly) and ``extract_subnet``, which cuts a static subnet with
-inherited weights out of a checkpoint.
+inherited weights out of a checkpoint. ``ofa_arch`` (the arch dict, settings, closed-form size)
+needs no torch; the names below are imported on first use, so importing this package does not
+import torch either.
 """
 
-from archsmith.tools.supernets.extract import extract_subnet, load_checkpoint, load_supernet, supernet_settings
-from archsmith.tools.supernets.ofa_layers import MobileNetV3, count_params
-from archsmith.tools.supernets.ofa_mbv3 import OFAArch, OFAMbv3Settings, OFAMobileNetV3
+from __future__ import annotations
 
-__all__ = [
-    "MobileNetV3",
-    "OFAArch",
-    "OFAMbv3Settings",
-    "OFAMobileNetV3",
-    "count_params",
-    "extract_subnet",
-    "load_checkpoint",
-    "load_supernet",
-    "supernet_settings",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "extract_subnet": "extract",
+    "load_checkpoint": "extract",
+    "load_supernet": "extract",
+    "supernet_settings": "extract",
+    "MobileNetV3": "ofa_layers",
+    "count_params": "ofa_layers",
+    "OFAMobileNetV3": "ofa_mbv3",
+    "build_static_subnet": "ofa_mbv3",
+    "OFAArch": "ofa_arch",
+    "OFAMbv3Settings": "ofa_arch",
+    "subnet_param_count": "ofa_arch",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+    return getattr(module, name)

@@ -16,17 +16,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CHANNEL_DIVISIBLE = 8
-SE_REDUCTION = 4
-
-
-def make_divisible(value: float, divisor: int = CHANNEL_DIVISIBLE, min_value: int | None = None) -> int:
-    """Round ``value`` to a multiple of ``divisor`` (TF MobileNet rule: never more than 10% down)."""
-    floor = divisor if min_value is None else min_value
-    rounded = max(floor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return rounded
+from archsmith.tools.supernets.ofa_arch import (  # noqa: F401  (re-exported for the layer modules)
+    make_divisible,
+    middle_channels,
+    se_mid_channels,
+)
 
 
 def same_padding(kernel_size: int) -> int:
@@ -34,16 +28,6 @@ def same_padding(kernel_size: int) -> int:
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel size must be odd, got {kernel_size}")
     return kernel_size // 2
-
-
-def se_mid_channels(channels: int) -> int:
-    """Hidden width of the squeeze-and-excitation block on ``channels`` channels."""
-    return make_divisible(channels // SE_REDUCTION, CHANNEL_DIVISIBLE)
-
-
-def middle_channels(in_channels: int, expand_ratio: float) -> int:
-    """Width of an inverted bottleneck: ``in_channels * expand_ratio``, rounded to a multiple of 8."""
-    return make_divisible(round(in_channels * expand_ratio), CHANNEL_DIVISIBLE)
 
 
 class HSwish(nn.Module):
@@ -205,12 +189,15 @@ class MobileNetV3(nn.Module):
         self.classifier = classifier
         self.input_resolution = input_resolution
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_pre_gap(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature map before global pooling (after the final expand layer)."""
         x = self.first_conv(x)
         for block in self.blocks:
             x = block(x)
-        x = self.final_expand_layer(x)
-        x = self.feature_mix_layer(global_avg_pool(x))
+        return self.final_expand_layer(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.feature_mix_layer(global_avg_pool(self.forward_pre_gap(x)))
         return self.classifier(x.flatten(1))
 
 

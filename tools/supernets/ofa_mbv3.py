@@ -5,21 +5,27 @@ block chooses its kernel size (3/5/7) and expand ratio (3/4/6), each stage its d
 first d blocks). ``state_dict()`` has exactly the official names and shapes, so the published
 ``ofa_mbv3_d234_e346_k357_w1.0``/``w1.2`` checkpoints load with ``strict=True``.
 
-A subnet is OFA's own arch dict, ``{"ks": [20 ints], "e": [20 ints], "d": [5 ints], "r": int}``;
-``OFAArch`` is its typed form.
+A subnet is OFA's own arch dict (see ``ofa_arch.OFAArch``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from archsmith.tools.supernets.ofa_arch import (
+    N_STAGES,
+    STAGE_ACTS,
+    STAGE_SE,
+    STAGE_STRIDES,
+    OFAArch,
+    OFAMbv3Settings,
+    active_blocks,
+)
 from archsmith.tools.supernets.ofa_dynamic import ElasticMBConv
 from archsmith.tools.supernets.ofa_layers import (
     MBConv,
@@ -28,80 +34,51 @@ from archsmith.tools.supernets.ofa_layers import (
     classifier_layer,
     conv_layer,
     global_avg_pool,
-    make_divisible,
+    middle_channels,
 )
 
-BASE_WIDTHS = (16, 16, 24, 40, 80, 112, 160, 960, 1280)  # stem, first block, 5 stages, expand, mix
-STAGE_STRIDES = (2, 2, 2, 1, 2)
-STAGE_ACTS = ("relu", "relu", "h_swish", "h_swish", "h_swish")
-STAGE_SE = (False, True, False, True, True)
-N_STAGES = 5
+
+def _stem(settings: OFAMbv3Settings, plain: bool = False) -> tuple[nn.Module, nn.Module]:
+    """The first conv (3x3, stride 2, h-swish) and the fixed first block (depthwise 3x3, 1x1, ReLU)."""
+    widths = settings.widths()
+    first = MBConv(widths[0], widths[1], 3, 1, widths[0], "relu", False, expand=False)
+    shortcut = not plain and widths[0] == widths[1]
+    return conv_layer(3, widths[0], 3, 2, "h_swish"), ResidualBlock(first, shortcut)
 
 
-@dataclass(frozen=True)
-class OFAMbv3Settings:
-    """Construction settings of the supernet (the published ones are the defaults, width 1.0 or 1.2)."""
-
-    width_mult: float = 1.0
-    n_classes: int = 1000
-    ks_list: tuple[int, ...] = (3, 5, 7)
-    expand_list: tuple[int, ...] = (3, 4, 6)
-    depth_list: tuple[int, ...] = (2, 3, 4)
-    dropout_rate: float = 0.1
-
-    @property
-    def max_depth(self) -> int:
-        return max(self.depth_list)
-
-    @property
-    def n_blocks(self) -> int:
-        """Elastic blocks in all (``5 * max depth``; the fixed first block is not counted)."""
-        return N_STAGES * self.max_depth
-
-    def widths(self) -> list[int]:
-        """Channel widths: stem, first block, the 5 stages, final expand, feature mix."""
-        return [make_divisible(w * self.width_mult) for w in BASE_WIDTHS]
-
-    @property
-    def checkpoint_name(self) -> str:
-        d, e, k = ("".join(str(v) for v in sorted(x)) for x in (self.depth_list, self.expand_list, self.ks_list))
-        return f"ofa_mbv3_d{d}_e{e}_k{k}_w{self.width_mult}"
+def _head(settings: OFAMbv3Settings) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """Final expand (1x1, BN, h-swish), feature mix (1x1 after pooling, h-swish), classifier."""
+    widths = settings.widths()
+    return (
+        conv_layer(widths[-3], widths[-2], 1, 1, "h_swish"),
+        conv_layer(widths[-2], widths[-1], 1, 1, "h_swish", use_bn=False),
+        classifier_layer(widths[-1], settings.n_classes, settings.dropout_rate),
+    )
 
 
-@dataclass(frozen=True)
-class OFAArch:
-    """One subnet: per-block kernel sizes and expand ratios, per-stage depths, input resolution."""
+def build_static_subnet(
+    arch: OFAArch | Mapping[str, Any] | str, settings: OFAMbv3Settings | None = None, *, plain: bool = False
+) -> MobileNetV3:
+    """The static subnet of ``arch`` with fresh (PyTorch default) weights, in train mode.
 
-    ks: tuple[int, ...]
-    e: tuple[int, ...]
-    d: tuple[int, ...]
-    r: int = 224
-
-    @classmethod
-    def from_json(cls, arch: Mapping[str, Any] | str | OFAArch) -> OFAArch:
-        """From the arch dict (or its JSON text). Shapes are checked by ``check``, not here."""
-        if isinstance(arch, OFAArch):
-            return arch
-        data = json.loads(arch) if isinstance(arch, str) else dict(arch)
-        missing = [key for key in ("ks", "e", "d") if key not in data]
-        if missing:
-            raise ValueError(f"arch is missing {', '.join(missing)} (expected keys ks, e, d, r)")
-        return cls(tuple(data["ks"]), tuple(data["e"]), tuple(data["d"]), int(data.get("r", 224)))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"ks": list(self.ks), "e": list(self.e), "d": list(self.d), "r": self.r}
-
-    def check(self, settings: OFAMbv3Settings) -> None:
-        """Raise ``ValueError`` naming the field and position of the first bad entry."""
-        lengths = {"ks": settings.n_blocks, "e": settings.n_blocks, "d": N_STAGES}
-        allowed = {"ks": settings.ks_list, "e": settings.expand_list, "d": settings.depth_list}
-        for name, length in lengths.items():
-            values = getattr(self, name)
-            if len(values) != length:
-                raise ValueError(f"arch field {name!r} has {len(values)} entries, expected {length}")
-            for i, value in enumerate(values):
-                if value not in allowed[name]:
-                    raise ValueError(f"arch field {name!r}[{i}] = {value!r} is not one of {list(allowed[name])}")
+    Same modules, names and shapes as an extracted subnet. ``plain`` drops the residual links
+    (the form Zen-score measures).
+    """
+    settings = settings or OFAMbv3Settings()
+    arch = OFAArch.from_json(arch)
+    arch.check(settings)
+    widths = settings.widths()
+    first_conv, first_block = _stem(settings, plain)
+    blocks: list[nn.Module] = [first_block]
+    channels = widths[1]
+    for stage, block in active_blocks(arch, settings):
+        out = widths[2 + stage]
+        stride = STAGE_STRIDES[stage] if block % settings.max_depth == 0 else 1
+        mid = middle_channels(channels, arch.e[block])
+        conv = MBConv(channels, out, arch.ks[block], stride, mid, STAGE_ACTS[stage], STAGE_SE[stage])
+        blocks.append(ResidualBlock(conv, not plain and stride == 1 and channels == out))
+        channels = out
+    return MobileNetV3(first_conv, blocks, *_head(settings), input_resolution=arch.r)
 
 
 class OFAMobileNetV3(nn.Module):
@@ -112,9 +89,8 @@ class OFAMobileNetV3(nn.Module):
         super().__init__()
         self.settings = s = settings or OFAMbv3Settings()
         widths = s.widths()
-        self.first_conv = conv_layer(3, widths[0], 3, 2, "h_swish")
-        first = MBConv(widths[0], widths[1], 3, 1, widths[0], "relu", False, expand=False)
-        blocks: list[nn.Module] = [ResidualBlock(first, widths[0] == widths[1])]
+        self.first_conv, first_block = _stem(s)
+        blocks: list[nn.Module] = [first_block]
         self.block_group_info: list[list[int]] = []
         feature_dim = widths[1]
         for stage in range(N_STAGES):
@@ -127,9 +103,7 @@ class OFAMobileNetV3(nn.Module):
                 blocks.append(ResidualBlock(conv, stride == 1 and feature_dim == width))
                 feature_dim = width
         self.blocks = nn.ModuleList(blocks)
-        self.final_expand_layer = conv_layer(feature_dim, widths[-2], 1, 1, "h_swish")
-        self.feature_mix_layer = conv_layer(widths[-2], widths[-1], 1, 1, "h_swish", use_bn=False)
-        self.classifier = classifier_layer(widths[-1], s.n_classes, s.dropout_rate)
+        self.final_expand_layer, self.feature_mix_layer, self.classifier = _head(s)
         self.runtime_depth = [len(group) for group in self.block_group_info]
 
     def active_block_indices(self) -> list[int]:
