@@ -17,6 +17,7 @@ from archsmith.tools.spaces import template as _template  # noqa: F401,E402  (re
 from archsmith.tools.spaces import nb201 as _nb201, positions as _positions  # noqa: F401,E402
 from archsmith.tools.spaces import code as _code  # noqa: F401,E402  (registers "code")
 from archsmith.tools.spaces import yolo as _yolo  # noqa: F401,E402  (registers "yolo"; ultralytics only in build)
+from archsmith.tools.spaces import ofa_mbv3 as _ofa_mbv3  # noqa: F401,E402  (registers "ofa_mbv3"; torch only in build)
 
 __all__ = [
     "EnumerableSpace",
