@@ -252,6 +252,9 @@ def test_space_argument_forms():
     assert supernet_settings("ofa_mbv3_d234_e346_k357_w1.2").width_mult == 1.2
     assert supernet_settings({"width_mult": 1.2, "n_classes": 10}).n_classes == 10
     assert OFAMbv3Settings(width_mult=1.2).checkpoint_name == "ofa_mbv3_d234_e346_k357_w1.2"
+    from archsmith.tools.spaces import get_space
+
+    assert supernet_settings(get_space("ofa_mbv3", {"width_mult": 1.2})).width_mult == 1.2
     with pytest.raises(ValueError, match="unknown supernet"):
         supernet_settings("resnet50")
 
