@@ -17,15 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archsmith.tools.supernets.ofa_layers import (
-    MBConv,
-    SqueezeExcite,
-    activation,
-    global_avg_pool,
-    middle_channels,
-    same_padding,
-    se_mid_channels,
-)
+from archsmith.tools.supernets.ofa_arch import middle_channels, se_mid_channels
+from archsmith.tools.supernets.ofa_layers import MBConv, SqueezeExcite, activation, global_avg_pool, same_padding
 
 
 def centre_crop(kernel_size: int, sub_kernel_size: int) -> tuple[int, int]:

@@ -16,11 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archsmith.tools.supernets.ofa_arch import (  # noqa: F401  (re-exported for the layer modules)
-    make_divisible,
-    middle_channels,
-    se_mid_channels,
-)
+from archsmith.tools.supernets.ofa_arch import se_mid_channels
 
 
 def same_padding(kernel_size: int) -> int:

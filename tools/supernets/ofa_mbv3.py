@@ -25,6 +25,7 @@ from archsmith.tools.supernets.ofa_arch import (
     OFAArch,
     OFAMbv3Settings,
     active_blocks,
+    middle_channels,
 )
 from archsmith.tools.supernets.ofa_dynamic import ElasticMBConv
 from archsmith.tools.supernets.ofa_layers import (
@@ -34,7 +35,6 @@ from archsmith.tools.supernets.ofa_layers import (
     classifier_layer,
     conv_layer,
     global_avg_pool,
-    middle_channels,
 )
 
 
