@@ -27,6 +27,7 @@ import numpy as np
 from archsmith.agents.selection import top_k
 from archsmith.graph.config import ArchsmithConfig
 from archsmith.graph.state import CandidateRecord, Strategy, valid_records
+from archsmith.tools.pareto import fronts
 
 STAGE_INITIAL, STAGE_IDEA, STAGE_PARETO, STAGE_ITERATIVE = "initial", "idea", "pareto", "iterative"
 UPSCALE_OPERATORS = ("scale_width", "scale_depth", "scale_width_ratio")
@@ -39,7 +40,6 @@ HYPER_IDEA = ("tune hyperparameters unrelated to width and depth: kernel sizes, 
 def nsga2_select(records: Sequence[CandidateRecord], k: int) -> list[CandidateRecord]:
     """``k`` records by NSGA-II survival: non-dominated rank first, then crowding distance."""
     from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
-    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
     records = sorted(records, key=lambda r: r["id"])
     if k <= 0 or not records:
@@ -48,7 +48,7 @@ def nsga2_select(records: Sequence[CandidateRecord], k: int) -> list[CandidateRe
         [[-float(r["score"]), float(r.get("params") or 0), float(r.get("flops") or 0)] for r in records]
     )
     chosen: list[int] = []
-    for front in NonDominatedSorting().do(objectives):
+    for front in (np.array(f) for f in fronts(objectives)):
         if len(chosen) + len(front) <= k:
             chosen.extend(int(i) for i in front)
             continue

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from archsmith.graph.config import ArchsmithConfig
 from archsmith.graph.state import CandidateRecord, Phase, best_record, valid_records
+from archsmith.tools.pareto import non_dominated
 
 
 def top_k(history: Sequence[CandidateRecord], k: int) -> list[CandidateRecord]:
@@ -22,21 +23,8 @@ def top_k(history: Sequence[CandidateRecord], k: int) -> list[CandidateRecord]:
 def pareto_front(history: Sequence[CandidateRecord]) -> list[CandidateRecord]:
     """Valid candidates not dominated on (score up, params down, FLOPs down)."""
     valid = valid_records(list(history))
-
-    def objectives(r: CandidateRecord) -> tuple[float, float, float]:
-        return (-float(r["score"]), float(r.get("params") or 0), float(r.get("flops") or 0))
-
-    front = []
-    for candidate in valid:
-        mine = objectives(candidate)
-        dominated = False
-        for other in valid:
-            theirs = objectives(other)
-            if other is not candidate and all(t <= m for t, m in zip(theirs, mine)) and theirs != mine:
-                dominated = True
-                break
-        if not dominated:
-            front.append(candidate)
+    objectives = [(-float(r["score"]), float(r.get("params") or 0), float(r.get("flops") or 0)) for r in valid]
+    front = [valid[i] for i in non_dominated(objectives)]
     return sorted(front, key=lambda r: (-r["score"], r["id"]))
 
 

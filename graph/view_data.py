@@ -17,6 +17,7 @@ from typing import Any
 from archsmith.graph.paths import RunPaths
 from archsmith.graph.state import CandidateRecord
 from archsmith.graph.trace import StepRecord, TraceStore
+from archsmith.tools.pareto import non_dominated
 
 TOP_BEST = 10
 
@@ -286,14 +287,8 @@ def candidate_finish_times(steps: list[StepRecord], start: float) -> dict[str, f
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points not dominated (lower cost x and higher score y are better)."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        dominated = any(
-            (x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i
-        )
-        if not dominated:
-            front.append(i)
+    """Indices of points not dominated (lower cost x and higher score y are better), by cost."""
+    front = non_dominated([(x, -y) for x, y in points])
     return sorted(front, key=lambda i: points[i][0])
 
 

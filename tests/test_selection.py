@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from archsmith.agents.selection import choose_parent, next_phase, pareto_front, rng_for, top_k
 from archsmith.graph.config import load_config
 
@@ -45,3 +47,15 @@ def test_rank_weighted_choice_is_seeded_and_favours_the_best():
     picks = [choose_parent(pool, rng_for(0, "t", i))["id"] for i in range(400)]
     assert picks == [choose_parent(pool, rng_for(0, "t", i))["id"] for i in range(400)]
     assert picks.count("b") > picks.count("d") and set(picks) == {"b", "f", "c", "a"}
+
+
+def test_one_pareto_implementation_for_selection_and_report():
+    """tools.pareto is the front of parent selection and of the report (minimised objectives;
+    equal points both stay on the front)."""
+    from archsmith.graph.view_data import pareto_front as report_front
+    from archsmith.tools.pareto import fronts, non_dominated
+
+    assert non_dominated([(1, 1), (2, 0), (2, 2), (1, 1)]) == [0, 1, 3]
+    assert [sorted(f) for f in fronts([(1, 1), (2, 0), (2, 2)])] == [[0, 1], [2]]
+    assert non_dominated([]) == [] and fronts(np.zeros((0, 2))) == []
+    assert report_front([(1.0, 5.0), (2.0, 4.0), (0.5, 5.0)]) == [2]
