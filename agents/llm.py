@@ -20,6 +20,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextvars
 import os
 import random
@@ -263,13 +265,54 @@ class RetryPolicy:
 # ----------------------------------------------------------------------------- one call
 
 
-def invoke_with_timeout(chat_model: BaseChatModel, messages: list[BaseMessage], timeout_s: float) -> BaseMessage:
-    """``chat_model.invoke`` that returns or raises within ``timeout_s``.
+def _native_async(chat_model: BaseChatModel) -> bool:
+    """Whether ``ainvoke`` has a path of its own; LangChain's default runs ``invoke`` in a thread pool."""
+    cls = type(chat_model)
+    return any(getattr(cls, name, None) is not getattr(BaseChatModel, name) for name in ("_agenerate", "_astream"))
 
-    The OpenAI client's own timeout bounds each network read, not the whole call (a server that
-    trickles bytes, or an injected model that blocks, would never time out), so the call runs in
-    a daemon thread and is abandoned at the deadline; the client's timeout then ends that thread.
+
+class _CallLoop:
+    """The asyncio loop that LLM calls run on: one, in a daemon thread, started at the first call.
+
+    One loop for the life of the process, not one per call or per run: the async HTTP clients of
+    chat models (langchain-openai caches one per endpoint) keep their pooled connections on the
+    loop that opened them, and a connection reused on another loop fails ("Event loop is closed").
+    The loop is nobody's current loop and changes nothing else in the process.
     """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:  # a forked child has the loop object but not its thread: start anew
+            if self._loop is None or self._thread is None or not self._thread.is_alive():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="archsmith-llm-loop", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+
+_CALL_LOOP = _CallLoop()
+# How long a timed-out request may take to end once cancelled (its HTTP connection closing).
+CANCEL_WAIT_S = 2.0
+
+
+async def _bounded_ainvoke(chat_model: BaseChatModel, messages: list[BaseMessage], timeout_s: float) -> BaseMessage:
+    task = asyncio.ensure_future(chat_model.ainvoke(messages))
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()  # closes the HTTP connection: the server stops generating the abandoned answer
+        await asyncio.wait({task}, timeout=CANCEL_WAIT_S)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" warning
+        raise CallTimeout(f"no answer within timeout_s = {timeout_s:g} s")
+    return task.result()
+
+
+def _invoke_in_thread(chat_model: BaseChatModel, messages: list[BaseMessage], timeout_s: float) -> BaseMessage:
     outcome: dict[str, Any] = {}
     done = threading.Event()
     context = contextvars.copy_context()  # keeps LangChain/LangGraph callbacks and config
@@ -288,6 +331,34 @@ def invoke_with_timeout(chat_model: BaseChatModel, messages: list[BaseMessage], 
     if "error" in outcome:
         raise outcome["error"]
     return outcome["reply"]
+
+
+def invoke_with_timeout(chat_model: BaseChatModel, messages: list[BaseMessage], timeout_s: float) -> BaseMessage:
+    """The chat model's answer, or :class:`CallTimeout` at ``timeout_s``; a timed-out request is cancelled.
+
+    The OpenAI client's own timeout bounds each network read, not the whole call (a server that
+    trickles bytes would never time out). A model with an async path (``ChatOpenAI``) is called
+    with ``ainvoke`` on the call loop (:class:`_CallLoop`, in its own thread, so this works from a
+    sync graph node and from a thread that already runs a loop, as in Jupyter); at the deadline the
+    request is cancelled, which closes its HTTP connection, so a one-slot local server (llama.cpp)
+    stops generating the abandoned answer instead of making the retry queue behind it. A model
+    without one (LangChain would only run ``invoke`` in a thread pool) is called in a daemon thread
+    that is abandoned at the deadline. Either way the call sees the caller's context variables
+    (LangChain/LangGraph callbacks and config).
+    """
+    if not _native_async(chat_model):
+        return _invoke_in_thread(chat_model, messages, timeout_s)
+    # run_coroutine_threadsafe schedules the task from this thread's context (a copy of it).
+    future = asyncio.run_coroutine_threadsafe(_bounded_ainvoke(chat_model, messages, timeout_s), _CALL_LOOP.get())
+    try:
+        done, _ = concurrent.futures.wait([future], timeout=timeout_s + CANCEL_WAIT_S + 1.0)
+    except BaseException:  # KeyboardInterrupt: the request ends with the wait
+        future.cancel()
+        raise
+    if not done:  # the loop is blocked (a coroutine that never yields): give up on the call
+        future.cancel()
+        raise CallTimeout(f"no answer within timeout_s = {timeout_s:g} s")
+    return future.result()
 
 
 @dataclass

@@ -9,11 +9,16 @@ llama.cpp's server do, and answers each request with the next behaviour of its s
         server.requests                          # what it got, in order
 
 Behaviours: :func:`ok`, :func:`status` (429/5xx, optional Retry-After), :func:`hang` (answers
-late, for timeouts), :func:`drop` (closes the connection without an answer), :func:`empty`,
+late, for timeouts), :func:`trickle` (answers late, sending a byte every so often, so that no
+network read of the client ever times out), :func:`drop` (closes the connection without an answer), :func:`empty`,
 :func:`malformed` (HTTP 200 with a body that is not JSON), :func:`truncated` (an unclosed ```
 fence, ``finish_reason: length``) and :func:`garbage`. When the script runs out, ``default``
 answers (a server error unless given). A connection refused is a port with nothing listening:
 :func:`closed_port`.
+
+``FakeOpenAIServer(slots=1)`` is a one-slot server like llama.cpp's: it answers one request at a
+time (the others wait their turn) and stops generating an answer whose client has disconnected.
+Each request records when its turn came (``served_at``) and how it ended (``outcome``).
 
 Stdlib only; it binds to 127.0.0.1 and never talks to anything else.
 """
@@ -21,6 +26,7 @@ Stdlib only; it binds to 127.0.0.1 and never talks to anything else.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -40,6 +46,7 @@ class Behaviour:
     retry_after: float | None = None
     seconds: float = 0.0
     finish_reason: str = "stop"
+    every_s: float = 0.0
 
 
 def ok(text: str) -> Behaviour:
@@ -53,6 +60,11 @@ def status(code: int, retry_after: float | None = None) -> Behaviour:
 def hang(seconds: float, text: str = "```\nC8,C16\n```") -> Behaviour:
     """Answer ``text`` only after ``seconds`` (a client with a shorter timeout gives up first)."""
     return Behaviour("hang", text=text, seconds=seconds)
+
+
+def trickle(seconds: float, text: str = "```\nC8,C16\n```", every_s: float = 0.2) -> Behaviour:
+    """Send the headers at once, then a space every ``every_s`` for ``seconds``, then the answer."""
+    return Behaviour("trickle", text=text, seconds=seconds, every_s=every_s)
 
 
 def drop() -> Behaviour:
@@ -89,6 +101,8 @@ class Request:
     body: dict[str, Any] | None
     at: float
     behaviour: str
+    served_at: float | None = None  # when its turn came (a one-slot server queues the others)
+    outcome: str = ""  # "answered", or "client gone" when the client disconnected before the answer
 
 
 def _completion(text: str, model: str, finish_reason: str) -> dict[str, Any]:
@@ -123,8 +137,10 @@ class _Script:
 class FakeOpenAIServer:
     """Threaded fake endpoint; a context manager that starts and stops it."""
 
-    def __init__(self, script: list[Behaviour] | None = None, default: Behaviour | None = None) -> None:
+    def __init__(self, script: list[Behaviour] | None = None, default: Behaviour | None = None,
+                 slots: int | None = None) -> None:
         self._script = _Script(list(script or []), default or status(500))
+        self._slots = threading.Semaphore(slots) if slots else None
         self.requests: list[Request] = []
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -228,10 +244,56 @@ class FakeOpenAIServer:
                     self._error(400, "this fake server does not stream", "invalid_request_error")
                     return
                 behaviour = fake._script.next()
-                fake.requests.append(Request(self.path, dict(self.headers), body, time.monotonic(), behaviour.kind))
-                self._behave(behaviour, str(body["model"]))
+                request = Request(self.path, dict(self.headers), body, time.monotonic(), behaviour.kind)
+                fake.requests.append(request)
+                if fake._slots is None:
+                    self._serve(request, behaviour, str(body["model"]))
+                    return
+                while not fake._slots.acquire(timeout=0.05):
+                    if fake._stopping.is_set() or self._client_gone():
+                        request.outcome = "client gone"
+                        self.close_connection = True
+                        return
+                try:
+                    self._serve(request, behaviour, str(body["model"]))
+                finally:
+                    fake._slots.release()
 
-            def _behave(self, behaviour: Behaviour, model: str) -> None:
+            def _serve(self, request: Request, behaviour: Behaviour, model: str) -> None:
+                request.served_at = time.monotonic()
+                request.outcome = "answered" if self._behave(behaviour, model) else "client gone"
+
+            def _client_gone(self) -> bool:
+                """The client closed its end (an HTTP/1.1 client sends nothing while it waits)."""
+                try:
+                    readable, _, _ = select.select([self.connection], [], [], 0)
+                    return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+
+            def _trickle(self, behaviour: Behaviour, model: str) -> bool:
+                body = json.dumps(_completion(behaviour.text, model, behaviour.finish_reason)).encode()
+                spaces = int(behaviour.seconds / behaviour.every_s)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(spaces + len(body)))
+                    self.end_headers()
+                    self.wfile.flush()
+                    for _ in range(spaces):  # leading whitespace: the body is still valid JSON
+                        if fake._stopping.wait(behaviour.every_s) or self._client_gone():
+                            self.close_connection = True
+                            return False
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                    self.wfile.write(body)
+                    return True
+                except OSError:  # the client gave up first
+                    self.close_connection = True
+                    return False
+
+            def _behave(self, behaviour: Behaviour, model: str) -> bool:
+                """Answer as scripted; False when the client disconnected first."""
                 if behaviour.kind == "status":
                     headers = {}
                     if behaviour.retry_after is not None:
@@ -239,22 +301,27 @@ class FakeOpenAIServer:
                     kind = "rate_limit_exceeded" if behaviour.status == 429 else "server_error"
                     self._error(behaviour.status, f"fake {behaviour.status}", kind, headers)
                     self.close_connection = behaviour.status >= 500
-                    return
+                    return True
                 if behaviour.kind == "drop":
                     self.close_connection = True
                     try:
                         self.connection.shutdown(socket.SHUT_RDWR)
                     except OSError:
                         pass
-                    return
+                    return True
                 if behaviour.kind == "malformed":
                     self._send(200, b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"mess')
-                    return
+                    return True
+                if behaviour.kind == "trickle":
+                    return self._trickle(behaviour, model)
                 if behaviour.kind == "hang":
-                    if fake._stopping.wait(behaviour.seconds):
-                        self.close_connection = True
-                        return
+                    deadline = time.monotonic() + behaviour.seconds
+                    while (left := deadline - time.monotonic()) > 0:  # generating, until the client goes
+                        if fake._stopping.wait(min(left, 0.05)) or self._client_gone():
+                            self.close_connection = True
+                            return False
                 body = _completion(behaviour.text, model, behaviour.finish_reason)
                 self._send(200, json.dumps(body).encode())
+                return True
 
         return Handler
