@@ -129,9 +129,9 @@ def _execute(
     on_record: RecordListener | None,
     evaluator: Evaluator | None = None,
 ) -> RunResult:
-    threadsafe_ast.install()  # children (and LangChain) parse Python in parallel threads
     space = get_space(config.space.name, config.space.settings)
     with ExitStack() as stack:
+        stack.enter_context(threadsafe_ast.installed())  # children (and LangChain) parse Python in parallel threads
         stack.enter_context(paths.lock())
         tracker = stack.enter_context(tracking(config, paths, kind))  # MLflow, when [tracking] asks
         config, servers = start_servers(config, stack, paths.root)

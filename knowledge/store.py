@@ -34,6 +34,7 @@ from archsmith.knowledge.ideas import Idea, read_ideas, starter_corpus_path
 from archsmith.knowledge.tree import AttributeTree
 from archsmith.knowledge.errors import KnowledgeError
 from archsmith.tools.datasets import default_data_dir
+from archsmith.tools.environ import scoped_environ
 
 LEGACY_COLLECTION = "ideas"  # format 1: the one collection, of the one model the store was built with
 STORE_FORMAT = 2
@@ -100,11 +101,11 @@ class IdeaStore:
         self.embedder = embedder
         self.tree = tree
         self.merge_threshold = merge_threshold
-        # onnxruntime (which chromadb imports) reports usage over the network unless told not to:
-        # set the switch before chromadb is first imported, unless the user chose otherwise.
-        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-        import chromadb
-        from chromadb.config import Settings
+        # onnxruntime (which chromadb may import) reports usage over the network unless told not
+        # to: the switch is on while chromadb is imported, unless the user chose otherwise.
+        with scoped_environ({"ORT_DISABLE_TELEMETRY": "1"}, keep_existing=True):
+            import chromadb
+            from chromadb.config import Settings
 
         self._check_not_foreign()
         self.path.mkdir(parents=True, exist_ok=True)

@@ -313,15 +313,20 @@ def test_operators_without_a_site_fall_back_or_leave_no_child(code_config, tmp_p
 
 def test_runs_make_ast_parse_thread_safe(toy_config):
     """CPython 3.11: concurrent ast.parse calls (ours in parallel children, LangChain's in node
-    wrappers) can raise "AST constructor recursion depth mismatch"; a run installs one lock."""
+    wrappers) can raise "AST constructor recursion depth mismatch"; a run installs one lock while
+    it goes, and puts ast.parse back when it ends."""
     import ast
     import sys
 
     from archsmith.tools import threadsafe_ast
 
-    archsmith.run(toy_config(search={"max_candidates": 1}))
+    before = ast.parse
+    during = []
+    archsmith.run(toy_config(search={"max_candidates": 1}), on_record=lambda _: during.append(ast.parse))
     if sys.version_info < (3, 13):
-        assert ast.parse is threadsafe_ast.parse
-        threadsafe_ast.install()  # idempotent
-        assert ast.parse is threadsafe_ast.parse
+        assert during and all(parse is threadsafe_ast.parse for parse in during)
+        with threadsafe_ast.installed(), threadsafe_ast.installed():  # nested (overlapping runs)
+            assert ast.parse is threadsafe_ast.parse
+        assert ast.parse is before
+    assert ast.parse is before
     assert isinstance(ast.parse("x = 1"), ast.Module)

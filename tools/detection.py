@@ -7,8 +7,9 @@ Nothing here imports ultralytics at import time; every function that needs it ca
 
 Network: ultralytics checks connectivity at import (``ONLINE``) unless ``YOLO_OFFLINE`` is set,
 and downloads a font, weights or datasets only when asked for something missing.
-:func:`prepare_ultralytics` sets ``YOLO_OFFLINE=1``, gives ultralytics a settings directory of our
-own (``YOLO_CONFIG_DIR``) holding the fonts it would otherwise download (``Arial.ttf``,
+:func:`prepare_ultralytics` imports ultralytics with ``YOLO_OFFLINE=1`` and a settings directory of
+our own (``YOLO_CONFIG_DIR``; both in ``os.environ`` only while it imports: ultralytics reads them
+then) holding the fonts it would otherwise download (``Arial.ttf``,
 ``Arial.Unicode.ttf``: matplotlib's DejaVuSans, copied) and switches off its telemetry and logger
 integrations. Models are built from YAML dicts only, never from ``*.pt`` names.
 
@@ -35,6 +36,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archsmith.tools.environ import scoped_environ
 from archsmith.tools.results import ProfileResult
 from archsmith.tools.sandbox_protocol import classify_exception
 
@@ -89,18 +91,17 @@ def prepare_ultralytics(config_dir: str | Path | None = None) -> Path:
 
     ``config_dir`` (default: ``$YOLO_CONFIG_DIR``, else ``<tempdir>/archsmith-ultralytics``; in the
     sandbox the temporary directory is the task's own) only takes effect if ultralytics has not
-    been imported yet in this process. Sets ``YOLO_OFFLINE=1`` (and ``YOLO_CONFIG_DIR``) in
-    ``os.environ``: call it inside a sandbox task or a test that monkeypatches both first.
+    been imported yet in this process. ``YOLO_OFFLINE=1`` and ``YOLO_CONFIG_DIR`` are in
+    ``os.environ`` while ultralytics is imported (it reads both then, and only then), not after.
     """
-    if os.environ.get("YOLO_OFFLINE") != "1":
-        os.environ["YOLO_OFFLINE"] = "1"
+    environment: dict[str, str] = {}
     if "ultralytics" not in sys.modules:
         chosen = Path(config_dir or os.environ.get("YOLO_CONFIG_DIR") or Path(tempfile.gettempdir()) / "archsmith-ultralytics")
-        if os.environ.get("YOLO_CONFIG_DIR") != str(chosen):
-            os.environ["YOLO_CONFIG_DIR"] = str(chosen)
+        environment = {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(chosen)}
         _place_font(chosen / "Ultralytics")  # ultralytics' USER_CONFIG_DIR is $YOLO_CONFIG_DIR/Ultralytics
     try:
-        from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
+        with scoped_environ(environment):
+            from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
     except ImportError as error:
         raise DetectionUnavailable(
             f"the yolo search space needs ultralytics ({error}); install it with {INSTALL_HINT}"

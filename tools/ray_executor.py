@@ -15,7 +15,8 @@ route to a public resolver and, even with usage statistics off, its API server a
 cloud-metadata addresses (169.254.169.254, metadata.google.internal) which cloud it runs on.
 :data:`LOOPBACK_ENVIRONMENT` pins the node to 127.0.0.1 and sends those HTTP probes to a closed
 loopback port; tests/test_ray_executor.py checks under strace that no process of the instance
-attempts a connection off the loopback.
+attempts a connection off the loopback. Both the variables and Ray's node-address constant are
+set only while the local instance starts (:func:`_loopback_only`), and put back after.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import sys
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from archsmith.tools.environ import scoped_environ
 from archsmith.tools.executors import Job, worker_lost
 from archsmith.tools.results import SandboxResult
 
@@ -42,7 +43,6 @@ LOOPBACK_ENVIRONMENT: dict[str, str] = {
     **{name: _CLOSED_LOOPBACK_PROXY for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY")},
     **{name: "127.0.0.1,localhost,::1" for name in ("no_proxy", "NO_PROXY")},
 }
-_ENVIRON_LOCK = threading.Lock()
 
 
 class RayUnavailable(RuntimeError):
@@ -60,43 +60,34 @@ class RunnerSpec(BaseModel):
     python_path: tuple[str, ...] = ()
 
 
-@contextmanager
-def _scoped_environment(updates: Mapping[str, str]) -> Iterator[None]:
-    """``updates`` in os.environ while the block runs (the processes Ray starts inherit them)."""
-    with _ENVIRON_LOCK:
-        saved = {name: os.environ.get(name) for name in updates}
-        os.environ.update(updates)
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-
-
-def _import_ray(loopback: bool) -> Any:
-    """Import Ray; ``loopback``: as the local loopback-only instance needs it.
-
-    Ray reads its node-address rule once, at import: imported here under
-    :data:`LOOPBACK_ENVIRONMENT`, or (when something imported Ray earlier) set on its constants,
-    so that the node of a local instance listens on 127.0.0.1, not on the machine's address.
-    """
+def _import_ray() -> Any:
     try:
-        if loopback:
-            with _scoped_environment(LOOPBACK_ENVIRONMENT):
-                import ray
-                from ray._private import ray_constants
-
-            ray_constants.ENABLE_RAY_CLUSTER = False
-        else:
-            import ray
+        import ray
     except ImportError as exc:
         raise RayUnavailable(
             "executor.name = 'ray' needs Ray: pip install 'archsmith[ray]'"
         ) from exc
     return ray
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While a local instance starts: :data:`LOOPBACK_ENVIRONMENT` in os.environ (the processes Ray
+    starts inherit it) and Ray's node-address rule off, so that its node listens on 127.0.0.1, not
+    on the machine's address; both put back after.
+
+    Ray computes the rule (``ray_constants.ENABLE_RAY_CLUSTER``) from the environment when it is
+    imported and reads it when ``ray.init`` picks the node's address (later calls ask the node).
+    """
+    from ray._private import ray_constants
+
+    with scoped_environ(LOOPBACK_ENVIRONMENT):
+        saved = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            yield
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 class RayExecutor:
@@ -116,13 +107,13 @@ class RayExecutor:
         max_retries: int = 2,
         runner: RunnerSpec | None = None,
     ) -> None:
-        ray = _import_ray(loopback=address is None)
+        ray = _import_ray()
         self._ray = ray
         self._owns_connection = not ray.is_initialized()
         if self._owns_connection:
             try:
                 if address is None:
-                    with _scoped_environment(LOOPBACK_ENVIRONMENT):
+                    with _loopback_only():
                         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                                  log_to_driver=False, _node_ip_address="127.0.0.1")
                 else:
