@@ -228,20 +228,7 @@ def _step_line(record) -> str:
 
 def _run_finished(paths) -> bool:
     """summary.json is there and no process holds the run (a resume rewrites the summary at its end)."""
-    import fcntl
-
-    if not paths.summary.is_file():
-        return False
-    lock = paths.root / ".lock"
-    if not lock.is_file():
-        return True
-    with open(lock) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return True
+    return paths.summary.is_file() and not paths.in_use()
 
 
 def _follow(paths, store, records, role, candidate, as_json: bool, timeout: float | None) -> None:

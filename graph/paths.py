@@ -87,6 +87,18 @@ class RunPaths:
                 stale.unlink(missing_ok=True)
             yield
 
+    def in_use(self) -> bool:
+        """Whether a process holds the run now (:meth:`lock`), probed without taking it."""
+        if not (self.root / ".lock").is_file():
+            return False
+        with open(self.root / ".lock") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
     @property
     def run_id(self) -> str:
         return self.root.name

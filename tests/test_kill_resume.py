@@ -174,7 +174,9 @@ def test_a_run_in_use_cannot_be_resumed_twice(toy_config):
     paths = RunPaths.existing(result.run_dir)
     stale = paths.candidate("c0001") / ".result.json.999999.tmp"
     stale.write_text("{")
+    assert not paths.in_use()
     with paths.lock():
+        assert paths.in_use()  # the probe `archsmith trace --follow` uses to see a run end
         with pytest.raises(RunInUseError):
             archsmith.resume(result.run_dir)
     assert not stale.exists()  # removed by the lock's holder: a killed session's unfinished write
