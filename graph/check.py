@@ -2,8 +2,10 @@
 
 ``archsmith check "SuperConvK3BNRELU(3,32,2,1)..."`` or ``archsmith check model.py`` (a code
 candidate) is how a user vets a base model. A CANDIDATE that looks like a path (a separator or a
-.py/.yaml/.yml/.txt suffix) must exist; .py reads as code, .yaml as a detection model (its scale
-from the file name as ultralytics reads it), anything else by its content. Without a config the
+.py/.yaml/.yml/.txt/.json suffix) must exist; .py reads as code, .yaml as a detection model (its
+scale from the file name as ultralytics reads it), .json as a run's result record (``best/result.json``,
+``candidates/<id>/result.json``: the candidate it records, in its run's space), anything else by its
+content. Without a config the
 space's defaults apply and no budget: a limit applies only when the user gives one.
 """
 
@@ -39,7 +41,7 @@ class CheckReport:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-KNOWN_SUFFIXES = (".py", ".yaml", ".yml", ".txt")
+KNOWN_SUFFIXES = (".py", ".yaml", ".yml", ".txt", ".json")
 SUFFIX_SPACES = {".py": "code", ".yaml": "yolo", ".yml": "yolo"}
 
 
@@ -100,6 +102,8 @@ def load_candidate(candidate: str) -> CandidateInput:
         return CandidateInput(text, detect_space(text), "its content")
     text = path.read_text("utf-8").strip()
     suffix = path.suffix.lower()
+    if suffix == ".json":
+        return _recorded_candidate(path, text)
     if suffix in SUFFIX_SPACES:
         space, why = SUFFIX_SPACES[suffix], f"the {suffix} suffix of {path.name}"
     else:
@@ -114,6 +118,33 @@ def load_candidate(candidate: str) -> CandidateInput:
             why += f"; scale {guess_model_scale(path.name)} from its name, as ultralytics reads it"
         text = named
     return CandidateInput(text, space, why, path)
+
+
+def _recorded_candidate(path: Path, text: str) -> CandidateInput:
+    """The candidate a run's result record (``result.json``) holds, in the space of the run it
+    belongs to (``config.toml`` of the run directory above it), else the space its text reads as."""
+    import json
+    import tomllib
+
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"CANDIDATE {path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise ConfigError(f"CANDIDATE {path}: a .json candidate is a run's result record (best/result.json) "
+                          "with a 'text' field; give the model file itself (.py, .yaml, .txt)")
+    candidate = record["text"].strip()
+    space, why = detect_space(candidate), f"the candidate {record.get('id', '?')} recorded in {path.name}"
+    for run_dir in path.resolve().parents[:3]:
+        config = run_dir / "config.toml"
+        if config.is_file():
+            try:
+                space = tomllib.loads(config.read_text("utf-8")).get("space", {}).get("name", space)
+            except tomllib.TOMLDecodeError:
+                break
+            why += f", in the space of its run ({space})"
+            break
+    return CandidateInput(candidate + ("\n" if space == "code" else ""), space, why, path)
 
 
 def read_candidate(candidate: str) -> str:

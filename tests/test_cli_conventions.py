@@ -244,3 +244,23 @@ def test_a_run_writes_best_with_its_space_suffix(toy_run):
     best = json.loads((run_dir / "best" / "result.json").read_text("utf-8"))
     assert (run_dir / "best" / "candidate.txt").read_text("utf-8").strip() == best["text"]
     assert not list((run_dir / "best").glob("model.*"))  # the toy space has no file_suffix: .txt
+
+
+def test_check_of_a_result_record_checks_the_candidate_it_records(tmp_path):
+    """best/result.json sits beside the model files: checking it checks its candidate, in the
+    space of the run it belongs to; other JSON is refused with what to give instead."""
+    from archsmith.graph.check import load_candidate
+
+    cell = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
+    (tmp_path / "config.toml").write_text('[space]\nname = "nb201"\n', "utf-8")
+    record = tmp_path / "best" / "result.json"
+    record.parent.mkdir()
+    record.write_text(json.dumps({"id": "c0007", "text": cell, "score": 1.0}), "utf-8")
+    loaded = load_candidate(str(record))
+    assert (loaded.text, loaded.space) == (cell, "nb201") and "c0007" in loaded.why
+    result = runner.invoke(app, ["check", str(record)])
+    assert result.exit_code == 0, result.output
+    for bad, why in (("{", "not valid JSON"), ('{"score": 1}', "result record")):
+        record.write_text(bad, "utf-8")
+        refused = runner.invoke(app, ["check", str(record)])
+        assert refused.exit_code == 2 and why in flat(refused.output), refused.output
