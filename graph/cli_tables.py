@@ -138,17 +138,22 @@ def _origin(record, idea_chars: int = 48) -> str:
     return made
 
 
+SHOWN_SOURCE_LINES = 25  # a longer best source is named by its path only, not printed
+
+
 def print_result(result) -> None:
     console.print(summary_table(result))
     top = top_table(result)
     if top is not None:
         console.print(top)
     best = result.best
-    if best and "\n" in best["text"] and len(best["text"].splitlines()) <= 80:  # a YAML or a short source file
+    if best and "\n" in best["text"]:  # a source file or a YAML: where it is, and the text when short
         from rich.syntax import Syntax
 
         path = best_path(result.run_dir)
-        lexer = {".py": "python", ".yaml": "yaml"}.get(path.suffix) or (
-            "python" if best["text"].lstrip().startswith(("import", "from", '"""', "#!")) else "yaml")
-        console.print(f"best candidate {best['id']} ({path.relative_to(result.run_dir)}):")
-        console.print(Syntax(best["text"], lexer, word_wrap=True))
+        lines = len(best["text"].splitlines())
+        console.print(f"best candidate {best['id']}: {path} ({lines} lines)")
+        if lines <= SHOWN_SOURCE_LINES:
+            lexer = {".py": "python", ".yaml": "yaml"}.get(path.suffix) or (
+                "python" if best["text"].lstrip().startswith(("import", "from", '"""', "#!")) else "yaml")
+            console.print(Syntax(best["text"], lexer, word_wrap=True))
