@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from archsmith.graph.bench import DEFAULT_METHODS, STD_NOTE, BenchError, BenchSpec, run_bench
+from archsmith.graph.bench import DEFAULT_METHODS, BenchError, BenchSpec, run_bench
 from archsmith.graph.bench_output import model_share, render_table, write_outputs
 from archsmith.graph.config import ConfigError
 from archsmith.tools.tabular import BUILTIN_PREFIX, DEFAULT_TABLES, TabularSpec, default_table
@@ -113,7 +113,6 @@ def bench(
         console.print(f"[red]invalid bench settings: {problems}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     console.print(render_table(result))
-    console.print(f"std: {STD_NOTE}")
     for name, method in result.methods.items():
         share = model_share(method)
         model = "" if share is None else f" (its model: {method.model_seconds:.2f} s, {100 * share:.0f}% of it)"

@@ -106,7 +106,7 @@ def _pm(mean: float | None, std: float | None) -> str:
 
 
 def render_table(result: BenchResult):
-    """A rich table of the figures, one row per method; fits 80 columns (the caption explains)."""
+    """A rich table of the figures, one row per method; at 80 columns cells wrap, never cut (the caption explains)."""
     from rich.table import Table
 
     spec, info = result.spec, result.table
@@ -128,17 +128,18 @@ def render_table(result: BenchResult):
         ),
     )
     short = any(r.n_evaluations < spec.budget for m in result.methods.values() for r in m.runs)
-    table.add_column("method", no_wrap=True)
-    table.add_column("test of best", justify="right", no_wrap=True)
+    # Never cut a cell (a piped console is 80 columns): a narrow column wraps at spaces, or folds a long word.
+    table.add_column("method", overflow="fold")
+    table.add_column("test of best", justify="right", overflow="fold")
     if not same:
-        table.add_column("best test", justify="right", no_wrap=True)
-    table.add_column("regret", justify="right", no_wrap=True)
-    table.add_column("reached", justify="right", no_wrap=True)
+        table.add_column("best test", justify="right", overflow="fold")
+    table.add_column("regret", justify="right", overflow="fold")
+    table.add_column("reached", justify="right", overflow="fold")
     if short:  # some runs stopped early (space exhausted or proposal cap)
-        table.add_column("evals", justify="right", no_wrap=True)
-    table.add_column("wall s", justify="right", no_wrap=True)
+        table.add_column("evals", justify="right", overflow="fold")
+    table.add_column("wall s", justify="right", overflow="fold")
     if model:
-        table.add_column("model", justify="right", no_wrap=True)
+        table.add_column("model", justify="right", overflow="fold")
     for name, method in result.methods.items():
         median = method.median_evals_to_best_valid
         cells = [name, _pm(method.test_of_best_valid_mean, method.test_of_best_valid_std)]

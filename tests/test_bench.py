@@ -4,6 +4,7 @@ generated tables, a macro table with no dataset column, and the NAS-Bench-201 ta
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import sys
@@ -273,6 +274,8 @@ def test_cli_bench_on_a_macro_table_with_no_dataset_column(tmp_path):
     result = CliRunner().invoke(cli_app(), args, terminal_width=80)
     assert result.exit_code == 0, result.output
     assert "regret" in result.output and "wall time agents:" in result.output and "27 archs tied" in result.output
+    assert "…" not in result.output  # 80 columns: cells wrap, never cut
+    assert result.output.count("ddof=0") == 1  # the std note once, in the caption
     data = json.loads((out / "results.json").read_text())
     info = data["table"]
     assert (info["dataset"], info["signal"], info["rows"], info["best_valid"]) == (None, "test_acc", 3**8, 85.0)
@@ -320,6 +323,11 @@ def test_a_method_reports_its_model_time_as_a_share_of_the_wall_time(grid_table)
     table = render_table(result)
     assert table.columns[-1].header == "model"
     assert list(table.columns[-1].cells) == ["-", "0%"]
+    from rich.console import Console
+
+    narrow = Console(width=80, file=io.StringIO(), color_system=None)  # a pipe: 80 columns, not a TTY
+    narrow.print(table)
+    assert "…" not in narrow.file.getvalue()  # cells wrap, never cut
 
 
 @pytest.mark.slow
