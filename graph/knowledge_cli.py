@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from archsmith.graph.cli_errors import user_errors
 from archsmith.graph.config import KnowledgeConfig, load_config
@@ -56,16 +57,24 @@ def _idea_row(stored) -> dict[str, Any]:
 
 
 def _print_ideas(rows: list[dict[str, Any]], title: str) -> None:
+    scored = any("similarity" in row for row in rows)  # search: the cosine similarity to the query
     table = Table(title=title)
     table.add_column("id", no_wrap=True)
+    if scored:
+        table.add_column("sim", justify="right", no_wrap=True)
     table.add_column("idea", overflow="fold", ratio=4)
     table.add_column("tag", overflow="fold", ratio=2)
     table.add_column("source", overflow="fold", ratio=2)
     for row in rows:
         tag = f"{row['target']} > {row['granularity']} > {row['main_category']} > {row['sub_category']}"
         source = row["source"]["title"] + (f" ({row['source']['year']})" if row["source"].get("year") else "")
-        idea = row["text"] + (f"  [similarity {row['similarity']:.3f}]" if "similarity" in row else "")
-        table.add_row(row["id"], idea, tag, source)
+        cells = [row["id"]]
+        if scored:
+            cells.append("-" if row.get("similarity") is None else f"{row['similarity']:.2f}")
+        # idea text is plain text, not rich markup (a "[...]" in it must print as is)
+        table.add_row(*cells, Text(row["text"]), Text(tag), Text(source))
+    if scored:
+        table.caption = "sim = cosine similarity to the query"
     console.print(table)
 
 
@@ -103,15 +112,16 @@ def ingest(
     else:
         table = Table(title="ingest summary", show_header=False)
         table.add_column("what", no_wrap=True)
-        table.add_column("count", overflow="fold")  # the store's path whole, not cut
+        table.add_column("count", overflow="fold")
         for key in ("papers_kept", "papers_discarded", "papers_skipped", "ideas_added", "ideas_merged", "ideas_skipped"):
             table.add_row(key.replace("_", " "), str(data[key]))
         table.add_row("papers failed", str(len(summary.papers_failed)))
         table.add_row("ideas rejected (bad tag)", str(len(summary.ideas_rejected)))
         for category, count in data["per_category"].items():
             table.add_row(f"added: {category}", str(count))
-        table.add_row("store", f"{idea_store.path} ({idea_store.count()} ideas)")
         console.print(table)
+        # the store's path on one line of its own: in a table cell a narrow console squeezed it to a column
+        console.print(f"store: {idea_store.path} ({idea_store.count()} ideas)", soft_wrap=True, highlight=False)
         for line in summary.errors + summary.papers_failed + summary.ideas_rejected:
             console.print(f"[yellow]{line}[/yellow]", markup=True, highlight=False)
     if summary.errors or summary.papers_failed:

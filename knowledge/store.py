@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -135,7 +136,11 @@ class IdeaStore:
                     f"directory (a new store gets the starter ideas again)"
                 )
             if seed_starter and not entry.get("starter_imported"):
-                self.add(read_ideas(starter_corpus_path(), self.tree, by="hand"))
+                starter = read_ideas(starter_corpus_path(), self.tree, by="hand")
+                # the slow first use (embedding every starter idea): say so, on stderr, before it starts
+                print(f"first use of the idea store at {path} ({embedder.name}): importing {len(starter)} starter "
+                      f"ideas (this can take a minute)...", file=sys.stderr, flush=True)
+                self.add(starter)
                 entry["starter_imported"] = True
                 self._write_manifest()
 

@@ -66,7 +66,8 @@ def test_knowledge_commands(tmp_path):
     store = ["--store", str(tmp_path / "store"), "--set", "knowledge.embedding=hashing"]
     stats = runner.invoke(app, ["knowledge", "stats", *store, "--json", "--plot", str(tmp_path / "bars.png")])
     assert stats.exit_code == 0, stats.output
-    data = json.loads(stats.output)
+    assert "first use of the idea store" in stats.stderr  # the slow first use says so, on stderr
+    data = json.loads(stats.stdout)
     assert data["total"] >= 140 and len(data["main_categories"]) == 15
     assert (tmp_path / "bars.png").stat().st_size > 10_000
 
@@ -91,6 +92,12 @@ def test_knowledge_commands(tmp_path):
     ingested = runner.invoke(app, ["knowledge", "ingest", str(ideas), *store, "--json"])
     assert ingested.exit_code == 0, ingested.output
     assert json.loads(ingested.output)["ideas_added"] + json.loads(ingested.output)["ideas_merged"] == 1
+    again = runner.invoke(app, ["knowledge", "ingest", str(ideas), *store], terminal_width=80)  # piped: 80 columns
+    assert again.exit_code == 0, again.output
+    assert f"store: {tmp_path / 'store'} (" in again.output  # the path whole, on one line
+    shown = runner.invoke(app, ["knowledge", "search", "depthwise separable convolution", *store, "-n", "2"],
+                          terminal_width=80)
+    assert shown.exit_code == 0 and "sim" in shown.output and f"{hits[0]['similarity']:.2f}" in shown.output
 
     typo = runner.invoke(app, ["knowledge", "list", *store, "--sub", "depthwse convolution"])
     assert typo.exit_code == 2 and "did you mean 'depthwise convolution'" in typo.output.replace("\n", " ")
