@@ -1,10 +1,11 @@
 """Weight-sharing supernets: elastic networks whose subnets inherit trained weights.
 
-Now: the once-for-all MobileNetV3 supernet (``OFAMobileNetV3``, official state-dict names, so the
-published checkpoints load strictly) and ``extract_subnet``, which cuts a static subnet with
-inherited weights out of a checkpoint. ``ofa_arch`` (the arch dict, settings, closed-form size)
-needs no torch; the names below are imported on first use, so importing this package does not
-import torch either.
+Now: the once-for-all MobileNetV3 supernet (``OFAMobileNetV3``) and the SPOS ShuffleNetV2
+supernet (``SPOSShuffleNetV2``), both with official state-dict names, so the published
+checkpoints load strictly, and ``extract_subnet``, which cuts a static subnet with inherited
+weights out of a checkpoint of either. ``ofa_arch`` and ``spos_arch`` (archs, settings,
+closed-form sizes) need no torch; the names below are imported on first use, so importing this
+package does not import torch either.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ _EXPORTS = {
     "OFAArch": "ofa_arch",
     "OFAMbv3Settings": "ofa_arch",
     "subnet_param_count": "ofa_arch",
+    "SPOSShuffleNetV2": "spos_shufflenet",
+    "SPOSSubnet": "spos_shufflenet",
+    "build_spos_subnet": "spos_shufflenet",
+    "spos_subnet_with_weights": "spos_shufflenet",
+    "SPOSArch": "spos_arch",
+    "SPOSSettings": "spos_arch",
+    "spos_param_count": "spos_arch",
+    "spos_macs": "spos_arch",
 }
 
 __all__ = sorted(_EXPORTS)
