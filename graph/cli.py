@@ -374,6 +374,15 @@ def _register_compare() -> None:
 _register_compare()
 
 
+def _register_supernet() -> None:
+    from archsmith.graph.supernet_cli import supernet_app
+
+    app.add_typer(supernet_app, name="supernet")
+
+
+_register_supernet()
+
+
 def main() -> None:
     app()
 

@@ -20,6 +20,8 @@ from archsmith.graph.config_scoring import (  # noqa: F401  (re-exported: one co
     EvaluatorConfig,
     ExecutorConfig,
     NasDetConfig,
+    SupernetEvaluatorConfig,
+    SupernetTrainingConfig,
     TrainEvaluatorConfig,
     _Section,
 )

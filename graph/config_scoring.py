@@ -4,6 +4,7 @@ its settings, and the executor scoring tasks run on. Part of the one config obje
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -89,10 +90,78 @@ class TrainEvaluatorConfig(_Section):
             prepare_dataset(self.data)
 
 
+class SupernetTrainingConfig(_Section):
+    """Training the supernet of [evaluator.supernet] (`archsmith supernet train CONFIG`)."""
+
+    sampling: Literal["sandwich", "uniform"] = Field(
+        "sandwich", description="sandwich: the largest, the smallest and `random_subnets` random subnets "
+        "each step, the others distilled from the largest (in-place distillation); uniform: one random "
+        "subnet per step (SPOS's single path)."
+    )
+    random_subnets: int = Field(2, ge=0, le=16, description="sandwich: random subnets per step.")
+    distill: bool = Field(True, description="sandwich: the smaller subnets learn the largest's soft labels.")
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0, description="SGD (momentum 0.9, Nesterov) with a cosine schedule.")
+    weight_decay: float = Field(3e-5, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    resolution: int | None = Field(
+        None, ge=8, description="training input size (None: the space's largest resolution)."
+    )
+    train_images: int | None = Field(None, ge=1, description="use only the first N training images.")
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints (the last is always saved).")
+    seed: int = 0
+
+
+class SupernetEvaluatorConfig(_Section):
+    """Scoring subnets with inherited weights (evaluator.name = "supernet"; ofa_mbv3, spos_shufflenet)."""
+
+    checkpoint: str = Field(
+        ..., description="The supernet checkpoint ({'state_dict': ...} or a bare state dict): a published "
+        "one, or what `archsmith supernet train` writes.",
+    )
+    data: dict[str, Any] = Field(
+        default_factory=lambda: {"name": "synthetic"},
+        description="The data set (as [evaluator.train.data]): training images recalibrate BatchNorm, "
+        "the validation (or test) split is scored.",
+    )
+    calibration_images: int = Field(2000, ge=0, description="Training images BatchNorm is recalibrated on "
+                                    "(OFA: 2,000); 0 keeps the inherited statistics.")
+    batch_size: int = Field(100, ge=1)
+    split: Literal["valid", "test"] = Field("valid", description="The split whose top-1 accuracy is the score.")
+    eval_images: int | None = Field(None, ge=1, description="Score on the first N images of the split only.")
+    center_crop: float = Field(
+        0.875, gt=0, le=1, description="Images are resized so that this share of their side is the "
+        "subnet's resolution, then centre-cropped (OFA's ImageNet protocol; 1.0 resizes only).",
+    )
+    device: str = Field("auto", description="auto: the executor's slot (a GPU when there is one); cpu; cuda:N.")
+    timeout_s: float = Field(600.0, gt=0, description="Hard limit per subnet's evaluation.")
+    training: SupernetTrainingConfig = Field(
+        default_factory=SupernetTrainingConfig, description="`archsmith supernet train` settings."
+    )
+
+    @model_validator(mode="after")
+    def _known_data(self) -> SupernetEvaluatorConfig:
+        from archsmith.tools.datasets import DatasetSpec
+
+        spec = DatasetSpec.model_validate(self.data)
+        if spec.path and not self.data.get("path"):
+            self.data["path"] = spec.path
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device {self.device!r}: expected auto, cpu, cuda or cuda:N")
+        return self
+
+    def checkpoint_path(self, base: Path | None = None) -> Path:
+        """The checkpoint as an absolute path (relative paths are taken from ``base``, else the cwd)."""
+        path = Path(self.checkpoint).expanduser()
+        return path if path.is_absolute() else (base or Path.cwd()) / path
+
+
 class EvaluatorConfig(_Section):
-    name: Literal["zen", "tabular", "train", "nas_det"] = Field(
+    name: Literal["zen", "tabular", "train", "nas_det", "supernet"] = Field(
         "zen", description="zen: Zen-score in the sandbox; tabular: lookup in [evaluator.tabular]; "
-        "train: training on [evaluator.train]'s data; nas_det: PhaseNAS's detection proxy (yolo space).",
+        "train: training on [evaluator.train]'s data; nas_det: PhaseNAS's detection proxy (yolo space); "
+        "supernet: inherited weights from [evaluator.supernet]'s checkpoint (ofa_mbv3, spos_shufflenet).",
     )
     tabular: TabularSpec | None = Field(
         None, description="The table for name = 'tabular' (path, dataset, signal, report columns)."
@@ -101,6 +170,9 @@ class EvaluatorConfig(_Section):
         None, description="Training settings for name = 'train' (defaults: short preset, synthetic data)."
     )
     nas_det: NasDetConfig = Field(default_factory=NasDetConfig, description="Settings for name = 'nas_det'.")
+    supernet: SupernetEvaluatorConfig | None = Field(
+        None, description="The supernet for name = 'supernet' (checkpoint, data, BatchNorm calibration)."
+    )
     detection: DetectionTrainConfig = Field(
         default_factory=DetectionTrainConfig, description="Training of detection candidates (archsmith train)."
     )
@@ -117,6 +189,8 @@ class EvaluatorConfig(_Section):
             raise ValueError("evaluator.name = 'tabular' needs [evaluator.tabular] with at least path")
         if self.name == "train" and self.train is None:
             self.train = TrainEvaluatorConfig()
+        if self.name == "supernet" and self.supernet is None:
+            raise ValueError("evaluator.name = 'supernet' needs [evaluator.supernet] with at least checkpoint")
         return self
 
     def resolved(self) -> dict[str, int | float]:

@@ -16,7 +16,7 @@ from typing import Any
 from archsmith.agents.llm import ChatModelProvider
 from archsmith.agents.prompts import PromptLoader
 from archsmith.agents.servers import ManagedServer
-from archsmith.graph.config import ArchsmithConfig
+from archsmith.graph.config import ArchsmithConfig, ConfigError
 from archsmith.graph.paths import RunPaths
 from archsmith.graph.state import CandidateRecord
 from archsmith.graph.trace import TraceStore
@@ -24,6 +24,7 @@ from archsmith.knowledge.sampling import IdeaSampler
 from archsmith.knowledge.store import IdeaStore
 from archsmith.tools.evaluators import (
     NAS_DET_TASK,
+    SUPERNET_TASK,
     TRAIN_TASK,
     ZEN_TASK,
     Evaluator,
@@ -125,6 +126,38 @@ def train_payload(config: ArchsmithConfig, text: str) -> dict[str, Any]:
                         read_paths=[data["path"]] if data.get("path") else [])
 
 
+def supernet_payload(config: ArchsmithConfig, text: str) -> dict[str, Any]:
+    """The payload of the supernet task: the candidate, the checkpoint (absolute), data, device."""
+    supernet = config.evaluator.supernet
+    assert supernet is not None  # the config validator guarantees it for evaluator.name = "supernet"
+    data = dict(supernet.data)
+    if data.get("path"):
+        data["path"] = os.path.abspath(os.path.expanduser(str(data["path"])))
+    checkpoint = supernet.checkpoint_path()
+    settings = supernet.model_dump(exclude={"data", "device", "timeout_s", "training", "checkpoint"})
+    return task_payload(config, text, seed=config.seed, device=supernet.device, data=data,
+                        supernet={**settings, "checkpoint": str(checkpoint)},
+                        read_paths=[str(checkpoint.parent), *([data["path"]] if data.get("path") else [])])
+
+
+def check_supernet_checkpoint(config: ArchsmithConfig, space: SearchSpace) -> None:
+    """ConfigError naming evaluator.supernet.checkpoint when it is missing or does not fit the space's
+    supernet (checked once before the run, not once per candidate)."""
+    supernet = config.evaluator.supernet
+    assert supernet is not None
+    path = supernet.checkpoint_path()
+    if not path.is_file():
+        raise ConfigError(f"evaluator.supernet.checkpoint: {path} does not exist (download a published "
+                         "supernet, or train one: archsmith supernet train CONFIG)")
+    from archsmith.tools.supernets.extract import load_supernet
+
+    try:
+        load_supernet(space, path)
+    except (RuntimeError, ValueError, KeyError, OSError, TypeError) as error:
+        raise ConfigError(f"evaluator.supernet.checkpoint: {path} does not fit the {config.space.name} "
+                         f"supernet of space.settings: {str(error)[:800]}") from None
+
+
 def make_evaluator(config: ArchsmithConfig, space: SearchSpace, executor: TaskRunner | None) -> Evaluator:
     """The configured evaluator; tasks that score by running the candidate go to ``executor``."""
     name = config.evaluator.name
@@ -137,6 +170,10 @@ def make_evaluator(config: ArchsmithConfig, space: SearchSpace, executor: TaskRu
         assert config.evaluator.train is not None
         return TaskEvaluator("train", TRAIN_TASK, executor, lambda text: train_payload(config, text),
                              config.evaluator.train.timeout_s)
+    if name == "supernet":
+        assert config.evaluator.supernet is not None
+        return TaskEvaluator("supernet", SUPERNET_TASK, executor, lambda text: supernet_payload(config, text),
+                             config.evaluator.supernet.timeout_s)
     if name == "nas_det":
         nas_det = {**config.evaluator.nas_det.model_dump(), "seed": config.seed}
         return TaskEvaluator("nas_det", NAS_DET_TASK, executor, lambda text: task_payload(config, text, nas_det=nas_det),

@@ -26,7 +26,7 @@ from archsmith.agents.prompts import PromptLoader
 from archsmith.agents.servers import ManagedServer, ServerReport
 from archsmith.graph.builder import build_search_graph, validate_workflow
 from archsmith.graph.config import ArchsmithConfig, load_config
-from archsmith.graph.context import RunContext, make_evaluator, needs_sandbox
+from archsmith.graph.context import RunContext, check_supernet_checkpoint, make_evaluator, needs_sandbox
 from archsmith.graph.lineage import lineage_json, pass_rates
 from archsmith.graph.paths import RunPaths, write_atomic, write_json
 from archsmith.graph.state import CandidateRecord, SearchState, best_record
@@ -326,10 +326,12 @@ def run(
     elif overrides:
         raise ValueError("overrides apply to config files; change the config object instead")
     validate_workflow(config)
-    get_space(config.space.name, config.space.settings)  # an unknown space fails before any file
+    space = get_space(config.space.name, config.space.settings)  # an unknown space fails before any file
     check_tracking(config)  # so does [tracking] mlflow without MLflow installed
     if config.evaluator.name == "train" and config.evaluator.train is not None:
         config.evaluator.train.prepare_data()  # data.download = true: here, as tasks have no network
+    if config.evaluator.name == "supernet" and evaluator is None:
+        check_supernet_checkpoint(config, space)  # a missing or unfitting checkpoint, before any file
     paths = RunPaths.new(config.runs_dir, config.name)
     write_atomic(paths.config, config.to_toml())
     if on_start is not None:

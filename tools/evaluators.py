@@ -2,7 +2,8 @@
 
 * :class:`TaskEvaluator` runs a scoring task on the candidate through an executor (a local pool of
   sandboxed workers or a Ray cluster, tools/executors.py): Zen-score (``ZEN_TASK``), training
-  (``TRAIN_TASK``), PhaseNAS's detection proxy (``NAS_DET_TASK``). The candidate is code: it must be executed, and the Verifier has already built
+  (``TRAIN_TASK``), PhaseNAS's detection proxy (``NAS_DET_TASK``), a subnet with weights
+  inherited from a supernet (``SUPERNET_TASK``). The candidate is code: it must be executed, and the Verifier has already built
   and run it.
 * :class:`TabularEvaluator` looks the candidate up in a tabular benchmark: nothing is executed,
   params/FLOPs come from the table, the signal column is the score and the report columns (test
@@ -19,7 +20,7 @@ from archsmith.tools.results import SandboxResult, ScoreResult
 from archsmith.tools.tabular import TabularBenchmark
 
 __all__ = [
-    "DETECTION_TRAIN_TASK", "NAS_DET_TASK", "TRAIN_TASK", "ZEN_TASK",
+    "DETECTION_TRAIN_TASK", "NAS_DET_TASK", "SUPERNET_TASK", "TRAIN_TASK", "ZEN_TASK",
     "Evaluator", "TabularEvaluator", "TaskEvaluator", "TaskRunner", "score_from_task",
 ]
 
@@ -27,6 +28,7 @@ ZEN_TASK = "archsmith.tools.tasks:zen_score_candidate"
 TRAIN_TASK = "archsmith.tools.train_task:train_candidate"
 NAS_DET_TASK = "archsmith.tools.detection_tasks:nas_det_candidate"
 DETECTION_TRAIN_TASK = "archsmith.tools.detection_tasks:train_detection_candidate"
+SUPERNET_TASK = "archsmith.tools.supernets.evaluate:evaluate_subnet_candidate"
 # Keys of a task's value that describe the run (kept in ScoreResult.details): curves, devices.
 _DETAIL_KEYS = ("curve", "device", "stopped_early", "warnings", "num_classes")
 

@@ -3,7 +3,8 @@
 Run them with ``sandbox.run("archsmith.tools.tasks:check_candidate", payload)``. Payload keys:
 
 - ``space`` (name), ``space_settings`` (dict), ``text`` (the candidate), ``num_classes``;
-- ``input_size`` (int, or [H, W]; default 32), ``batch_size`` for the check's forward and
+- ``input_size`` (int, or [H, W]; default 32; a candidate that fixes its own resolution, such as
+  ``ofa_mbv3``'s ``r``, is run at that instead), ``batch_size`` for the check's forward and
   backward (default 2), ``seed`` (default 0), ``in_channels`` (default 3);
 - ``torch_threads``: when given, the task sets torch's intra-op threads (in the sandbox, of its
   own child; in-process, of the whole process);
@@ -57,6 +58,20 @@ def _input_hw(payload: dict[str, Any]) -> tuple[int, int]:
         return size, size
     height, width = size
     return int(height), int(width)
+
+
+def at_candidate_resolution(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with ``input_size`` set to the candidate's own resolution where its space gives
+    one (``ofa_mbv3``'s ``r``: such a candidate is checked, profiled and scored at it)."""
+    from archsmith.tools.spaces import SpaceError, get_space
+
+    try:
+        space = get_space(payload["space"], payload.get("space_settings") or {})
+    except (KeyError, SpaceError):
+        return payload  # the build reports it
+    own = getattr(space, "input_resolution", None)
+    size = own(payload["text"]) if own is not None else None
+    return payload if size is None else {**payload, "input_size": int(size)}
 
 
 def build_candidate(payload: dict[str, Any], *, plain: bool = False) -> nn.Module:
@@ -162,6 +177,7 @@ def check_candidate(payload: dict[str, Any]) -> dict[str, Any]:
 
     started = time.perf_counter()
     set_threads(payload)
+    payload = at_candidate_resolution(payload)
     fields: dict[str, Any] = {"params": 0, "macs": 0, "flops": 0, "output_shape": None, "weight_layers": None}
     fields["input_size"] = list(_input_hw(payload))
     stage = "build"
@@ -199,6 +215,7 @@ def zen_score_candidate(payload: dict[str, Any]) -> dict[str, Any]:
 
     started = time.perf_counter()
     set_threads(payload)
+    payload = at_candidate_resolution(payload)
     settings = {"resolution": _input_hw(payload)[0], **(payload.get("zen") or {})}
     stage = "build"
     try:

@@ -42,14 +42,35 @@ class OFAMbv3SpaceSettings(BaseModel):
 
     width_mult: float = Field(1.0, gt=0, description="width multiplier of the supernet (published: 1.0, 1.2)")
     resolutions: list[int] = Field(default_factory=lambda: list(DEFAULT_RESOLUTIONS), min_length=1)
+    kernel_sizes: list[int] = Field([3, 5, 7], min_length=1, description="kernel choices (odd; published: 3, 5, 7)")
+    expand_ratios: list[int] = Field([3, 4, 6], min_length=1, description="expand ratio choices (published: 3, 4, 6)")
+    depths: list[int] = Field([2, 3, 4], min_length=1, description="stage depth choices (published: 2, 3, 4)")
     initial: list[str] | None = Field(None, description="seed archs (JSON) replacing the built-in ones")
 
     @field_validator("resolutions")
     @classmethod
     def _positive_sorted(cls, values: list[int]) -> list[int]:
-        if any(v < 32 for v in values):
-            raise ValueError("every resolution must be at least 32")
+        if any(v < 16 for v in values):
+            raise ValueError("every resolution must be at least 16 (the network halves it 5 times)")
         return sorted(set(values))
+
+    @field_validator("kernel_sizes")
+    @classmethod
+    def _odd_kernels(cls, values: list[int]) -> list[int]:
+        if any(v < 1 or v % 2 == 0 for v in values):
+            raise ValueError(f"kernel sizes must be odd and positive, got {values}")
+        return sorted(set(values))
+
+    @field_validator("expand_ratios", "depths")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if any(v < 1 for v in values):
+            raise ValueError(f"every choice must be at least 1, got {values}")
+        return sorted(set(values))
+
+    def supernet_settings(self, n_classes: int = 1000) -> OFAMbv3Settings:
+        return OFAMbv3Settings(width_mult=self.width_mult, n_classes=n_classes, ks_list=tuple(self.kernel_sizes),
+                               expand_list=tuple(self.expand_ratios), depth_list=tuple(self.depths))
 
 
 @register_space("ofa_mbv3")
@@ -60,7 +81,7 @@ class OFAMbv3Space:
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         self.settings = OFAMbv3SpaceSettings.model_validate(settings or {})
-        self.supernet_settings = OFAMbv3Settings(width_mult=self.settings.width_mult)
+        self.supernet_settings = self.settings.supernet_settings()
         s = self.supernet_settings
         self._allowed = {"ks": s.ks_list, "e": s.expand_list, "d": s.depth_list, "r": tuple(self.settings.resolutions)}
         self._lengths = {"ks": s.n_blocks, "e": s.n_blocks, "d": N_STAGES}
@@ -139,8 +160,7 @@ class OFAMbv3Space:
 
     def param_count(self, text: str, num_classes: int = 1000, *, plain: bool = False) -> int:
         """All parameters of :meth:`build`'s network (plain or not: residual links hold none)."""
-        settings = OFAMbv3Settings(width_mult=self.settings.width_mult, n_classes=num_classes)
-        return subnet_param_count(self.arch(text), settings)
+        return subnet_param_count(self.arch(text), self.settings.supernet_settings(num_classes))
 
     # -- EnumerableSpace -------------------------------------------------------------------
 
@@ -208,8 +228,12 @@ class OFAMbv3Space:
     def build(self, text: str, num_classes: int, *, plain: bool = False) -> nn.Module:
         from archsmith.tools.supernets.ofa_mbv3 import build_static_subnet
 
-        settings = OFAMbv3Settings(width_mult=self.settings.width_mult, n_classes=num_classes)
-        return build_static_subnet(self.arch(text), settings, plain=plain)
+        return build_static_subnet(self.arch(text), self.settings.supernet_settings(num_classes), plain=plain)
+
+    def input_resolution(self, text: str) -> int | None:
+        """The input size the candidate fixes itself (its ``r``); None for an invalid text."""
+        _, issues = self._issues(text)
+        return None if issues else self.arch(text).r
 
     def candidates_in_answer(self, answer: str) -> list[str]:
         """JSON objects with a ``ks`` field written anywhere in an LLM answer."""
@@ -228,7 +252,7 @@ class OFAMbv3Space:
     def describe(self) -> str:
         s = self.supernet_settings
         return _DESCRIPTION.format(
-            width=s.width_mult, n=s.n_blocks, ks=list(s.ks_list), e=list(s.expand_list), d=list(s.depth_list),
+            width=s.width_mult, n=s.n_blocks, m=s.max_depth, ks=list(s.ks_list), e=list(s.expand_list), d=list(s.depth_list),
             r=self.settings.resolutions, seed=self._seeds[0],
         )
 
@@ -236,12 +260,12 @@ class OFAMbv3Space:
 _DESCRIPTION = """\
 A network is a subnet of the once-for-all MobileNetV3 supernet (width multiplier {width}), written
 as one JSON object: {{"ks": [{n} ints], "e": [{n} ints], "d": [5 ints], "r": int}}.
-The network: a 3x3 stride-2 stem, a fixed first block, then stages 0-4 of up to 4
+The network: a 3x3 stride-2 stem, a fixed first block, then stages 0-4 of up to {m}
 inverted-bottleneck blocks each (1x1 expand, depthwise k x k, 1x1 project; squeeze-and-excitation
 in stages 1, 3 and 4; ReLU in stages 0-1, hard swish after), a final 1x1 expand, global pooling, a
 1x1 feature mix and a linear classifier. Stage widths 24, 40, 80, 112, 160 (x {width}, rounded to
 multiples of 8); stages 0, 1, 2 and 4 halve the resolution in their first block.
-- ks[i], e[i]: kernel size {ks} and expand ratio {e} of block i (stage i // 4, position i % 4).
+- ks[i], e[i]: kernel size {ks} and expand ratio {e} of block i (stage i // {m}, position i % {m}).
 - d[j]: depth {d} of stage j: only its first d[j] blocks run; the entries of the others do not
   matter (the canonical form sets them to the smallest choices).
 - r: input resolution, one of {r}; it changes no weight, only the cost of running the network.

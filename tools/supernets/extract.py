@@ -150,8 +150,21 @@ def extract_subnet(
     the subnet's ``input_resolution``. SPOS: the chosen unit of every choice block, copied with
     its BN statistics (an ``SPOSSubnet``, the official evaluation network's names).
     """
-    settings = supernet_settings(space)
-    family = _family(settings)
-    arch = family.arch_from_json(arch_json)
-    supernet = load_supernet(settings, checkpoint_path)
-    return family.extract(supernet, arch).eval()
+    return subnet_of(load_supernet(space, checkpoint_path), space, arch_json)
+
+
+def family_of(space: SpaceLike) -> SupernetFamily:
+    """The supernet family (OFA, SPOS) a ``space`` argument stands for."""
+    return _family(supernet_settings(space))
+
+
+def subnet_of(supernet: nn.Module, space: SpaceLike, arch_json: Any) -> nn.Module:
+    """The static, eval-mode subnet of ``arch_json`` cut out of an already loaded ``supernet``
+    (copied weights: scoring many subnets loads the checkpoint once)."""
+    family = family_of(space)
+    return family.extract(supernet, family.arch_from_json(arch_json)).eval()
+
+
+def supernet_classes(supernet: nn.Module, space: SpaceLike) -> int:
+    """The number of classes of a supernet's classifier."""
+    return int(supernet.state_dict()[family_of(space).head_key].shape[0])
