@@ -160,6 +160,27 @@ def extract_candidate(answer: str, space: SearchSpace | None = None) -> str:
     )
 
 
+def extract_candidates(answer: str, space: SearchSpace) -> list[str]:
+    """Every candidate an answer holds, each read on its own (CoLLM-NAS asks for 10-20 arch dicts
+    in one answer): the fenced blocks, and with a space that reads answers the spans of its shape
+    inside them or in the prose. Duplicates are dropped; the valid ones come first, in the
+    answer's order. An answer with no candidate at all is an error, retried."""
+    if not answer or not answer.strip():
+        raise AnswerError("the answer was empty")
+    found: list[str] = []
+    reads_answers = isinstance(space, AnswerReadingSpace)
+    for _, body in _FENCE.findall(answer):
+        body = body.strip()
+        spans = space.candidates_in_answer(body) if reads_answers else []
+        found.extend(spans if len(spans) > 1 or (spans and not space.validate(body).ok) else [body] if body else [])
+    if reads_answers and not found:
+        found.extend(space.candidates_in_answer(answer))
+    if not found:
+        return [extract_candidate(answer, space)]  # one candidate (or the error that names why none)
+    unique = list(dict.fromkeys(found))
+    return [t for t in unique if space.validate(t).ok] + [t for t in unique if not space.validate(t).ok]
+
+
 def _fenced_or_bare(answer: str) -> str:
     try:
         return extract_fenced(answer, ("python", "py", "yaml"))  # code and YAML answers tag their block

@@ -169,6 +169,14 @@ class Agent:
 
     # -- shared LLM plumbing -------------------------------------------------------------
 
+    def budget_variables(self) -> dict[str, Any]:
+        """The budget as prompts show it: the config's fields, plus ``at``, where it is measured
+        (the configured input size, or each candidate's own resolution where the space fixes one)."""
+        budget = self.ctx.config.budget
+        own = hasattr(self.ctx.space, "input_resolution")
+        at = "each architecture's own input resolution r" if own else f"{budget.input_size}x{budget.input_size} input"
+        return {**budget.model_dump(), "at": at}
+
     def read_candidate(self, answer: str) -> str:
         """The candidate in an answer, read the way this run's search space reads its texts."""
         return extract_candidate(answer, self.ctx.space)

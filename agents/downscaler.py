@@ -74,7 +74,7 @@ class Downscaler(RepairAgent):
             "over": verdict.get("reason", ""),
             "factor": round(self._ratio(state), 3),
             "strategy": self._strategy(state),
-            "budget": self.ctx.config.budget.model_dump(),
+            "budget": self.budget_variables(),
         }
         step.inputs = {k: v for k, v in variables.items() if k != "space_rules"}
         model = state["strategy"].get("model")

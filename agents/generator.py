@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from archsmith.agents.answers import AnswerRejected
+from archsmith.agents.answers import AnswerRejected, extract_candidates
 from archsmith.agents.base import Agent, NoUsableAnswer, register_agent
 from archsmith.agents.policies.model_plans import SAMPLE
 from archsmith.agents.selection import DUPLICATE_PREFIX, rng_for
@@ -83,10 +83,13 @@ class Generator(Agent):
             "idea_tag": strategy.get("idea_tag", ""),
             "mutation_target": strategy.get("mutation_target", ""),
             "phase": strategy.get("phase", "exploration"),
-            "budget": self.ctx.config.budget.model_dump(),
+            "budget": self.budget_variables(),
             "feedback": strategy.get("feedback", []),
+            "count": 1,  # children asked for in this answer (see _several_in_one_answer)
         }
         step.inputs = {k: v for k, v in variables.items() if k != "space_rules"}
+        if self.settings.proposals > 1 and self.settings.proposals_in_one_answer:
+            return self._several_in_one_answer(variables, step, strategy)
         read = self._read_new_child(strategy) if self.ctx.config.workflow.reask_on_structure else self.read_candidate
         try:
             text = self.ask_llm("mutate", variables, read, step, model=strategy.get("model"))
@@ -121,8 +124,35 @@ class Generator(Agent):
                 texts.append(self.ask_llm("mutate", variables, read, step, model=strategy.get("model")))
             except NoUsableAnswer:
                 step.error = None  # this proposal is lost; the others stand
+        return self._choose(texts, step, strategy)
+
+    def _several_in_one_answer(self, variables: dict[str, Any], step: StepRecord, strategy: Strategy) -> dict[str, Any]:
+        """CoLLM-NAS's way: one answer with ``proposals`` children, each read and checked on its
+        own; the score model keeps the one it predicts best among the new, valid ones."""
+        count = self.settings.proposals
+        texts = self.ask_llm("mutate", {**variables, "count": count},  # NoUsableAnswer: __call__ falls back
+                             lambda answer: extract_candidates(answer, self.ctx.space), step,
+                             model=strategy.get("model"))
+        step.tools["answer_children"] = len(texts)
+        text = self._choose(texts, step, strategy)
+        step.parsed = text
+        step.decision = f"{len(texts)} children in one answer; kept one"
+        return {"text": text, "notes": [f"generator: {len(texts)} children in one answer"]}
+
+    def _choose(self, texts: list[str], step: StepRecord, strategy: Strategy) -> str:
+        """Among ``texts``, the new, valid, distinct children (not copies of a parent, not proposed
+        before) ranked by the Navigator's score model; the first when no model is fitted yet, the
+        first text when none qualifies (the Verifier then says why). Every one goes to the trace."""
         space = self.ctx.space
-        distinct = list({space.canonical(t): t for t in texts if space.validate(t).ok}.values()) or [first]
+
+        def other_owner(canonical: str) -> str | None:
+            owner = self.ctx.archive.owner(canonical)
+            return owner if owner != strategy["candidate_id"] else None
+
+        valid = {space.canonical(t): t for t in texts if space.validate(t).ok}
+        fresh = [t for t in valid.values()
+                 if structure_problem(self.ctx, t, strategy["parent_texts"], other_owner) is None]
+        distinct = fresh or list(valid.values()) or texts[:1]
         model = self.ctx.score_model
         if model is None or len(distinct) < 2:
             step.tools["proposals"] = [{"text": t, "predicted": None, "chosen": t is distinct[0]} for t in distinct]

@@ -357,7 +357,7 @@ class Navigator(Agent):
             "count": size,
             "space_rules": self.ctx.space.describe(),
             "operators": self.ctx.space.operators(),
-            "budget": self.ctx.config.budget.model_dump(),
+            "budget": self.budget_variables(),
             "pool": [
                 {"id": pid, "text": text, **_metrics(history, pid)} for pid, text in parents.items()
             ],

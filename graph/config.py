@@ -212,6 +212,11 @@ class RoleConfig(_Section):
         "go to the trace with their predictions (other roles: must stay 1).",
     )
 
+    proposals_in_one_answer: bool = Field(
+        False, description="generator: ask for all `proposals` children in one answer (CoLLM-NAS asks for "
+        "10-20 arch dicts at once), each read and checked on its own; else one request per child.",
+    )
+
     @field_validator("proposals")
     @classmethod
     def _proposals_need_an_llm(cls, value: int, info: Any) -> int:

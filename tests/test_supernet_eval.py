@@ -207,3 +207,55 @@ def test_supernet_train_command_then_run(tmp_path, monkeypatch):
     assert other.exit_code == 2 and "trained with other settings" in other.output
     ran = runner.invoke(app, ["run", str(toml)])
     assert ran.exit_code == 0, ran.output
+
+
+def test_several_arch_dicts_are_read_from_one_answer(space):
+    from archsmith.agents.answers import AnswerError, extract_candidates
+
+    rng = __import__("random").Random(1)
+    archs = [space.sample(rng) for _ in range(3)]
+    bad = json.dumps({**json.loads(archs[0]), "r": 99})
+    answer = (f"Here are four:\n```json\n[{archs[0]}, {bad},\n {archs[1]}]\n```\nand one more:\n"
+              f"```\n{archs[2]}\n```\nand again {archs[1]}")
+    texts = extract_candidates(answer, space)
+    assert [json.loads(t) for t in texts[:3]] == [json.loads(a) for a in archs]
+    assert texts[3] == bad and not space.validate(bad).ok  # kept (after the valid ones), for the record
+    assert extract_candidates(f"just prose then {archs[2]}", space) == [archs[2]]
+    with pytest.raises(AnswerError):
+        extract_candidates("no architecture here", space)
+
+
+def test_the_llm_generator_writes_several_subnets_in_one_answer(tmp_path):
+    """roles.generator.proposals_in_one_answer: one request, several arch dicts, each checked on its
+    own; the Navigator's score model keeps the one it predicts best (CoLLM-NAS's Generator)."""
+    import random
+
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    import archsmith
+    from archsmith.graph.trace import read_steps
+
+    space = get_space("ofa_mbv3", TINY)
+    draw = random.Random(0)
+    answers = ["\n".join(f"```json\n{space.sample(draw)}\n```" for _ in range(4)) for _ in range(60)]
+    data = {
+        "name": "llm-sn", "runs_dir": str(tmp_path / "runs"), "seed": 0,
+        "space": {"name": "ofa_mbv3", "settings": TINY},
+        "budget": {"params_m": None, "input_size": 32, "num_classes": 10},
+        "evaluator": {"preset": "custom", "batch_size": 4, "repeats": 1},
+        "search": {"max_candidates": 10, "children_per_generation": 2, "top_k": 2},
+        "parallel": {"workers": 1}, "sandbox": {"mode": "inprocess"},
+        "workflow": {"min_layers": 1},
+        "roles": {"generator": {"policy": "llm", "proposals": 4, "proposals_in_one_answer": True}},
+    }
+    result = archsmith.run(config_from_dict(data), chat_models={"generator": FakeListChatModel(responses=answers)})
+    assert result.finished
+    steps = [s for s in read_steps(result.run_dir / "trace.sqlite", role="generator") if "answer_children" in s.tools]
+    assert steps and all(s.tools["answer_children"] == 4 and len(s.answers) == 1 for s in steps)
+    assert all(any("Answer with 4 different children" in p.text for p in s.prompts) for s in steps)
+    ranked = [s for s in steps if all(p["predicted"] is not None for p in s.tools["proposals"])]
+    assert ranked  # after the warm start the score model ranks them
+    for step in ranked:
+        chosen = next(p for p in step.tools["proposals"] if p["chosen"])
+        assert chosen["predicted"] == max(p["predicted"] for p in step.tools["proposals"])
+        assert step.parsed == chosen["text"]
