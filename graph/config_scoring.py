@@ -134,6 +134,10 @@ class SupernetEvaluatorConfig(_Section):
         0.875, gt=0, le=1, description="Images are resized so that this share of their side is the "
         "subnet's resolution, then centre-cropped (OFA's ImageNet protocol; 1.0 resizes only).",
     )
+    normalization: Literal["data", "imagenet", "bgr255"] = Field(
+        "data", description="data: the data set's channel mean/std; imagenet: torchvision's ImageNet mean/std "
+        "(published OFA supernets); bgr255: BGR, values 0-255, no normalisation (SPOS's official pipeline).",
+    )
     device: str = Field("auto", description="auto: the executor's slot (a GPU when there is one); cpu; cuda:N.")
     timeout_s: float = Field(600.0, gt=0, description="Hard limit per subnet's evaluation.")
     training: SupernetTrainingConfig = Field(

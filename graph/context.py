@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from archsmith.agents.llm import ChatModelProvider
@@ -126,8 +127,9 @@ def train_payload(config: ArchsmithConfig, text: str) -> dict[str, Any]:
                         read_paths=[data["path"]] if data.get("path") else [])
 
 
-def supernet_payload(config: ArchsmithConfig, text: str) -> dict[str, Any]:
-    """The payload of the supernet task: the candidate, the checkpoint (absolute), data, device."""
+def supernet_payload(config: ArchsmithConfig, text: str, prepared: Path | None = None) -> dict[str, Any]:
+    """The payload of the supernet task: the candidate, the checkpoint (absolute), data, device, and
+    the run's prepared images when there are (``prepared``, see :func:`prepare_supernet_images`)."""
     supernet = config.evaluator.supernet
     assert supernet is not None  # the config validator guarantees it for evaluator.name = "supernet"
     data = dict(supernet.data)
@@ -135,9 +137,29 @@ def supernet_payload(config: ArchsmithConfig, text: str) -> dict[str, Any]:
         data["path"] = os.path.abspath(os.path.expanduser(str(data["path"])))
     checkpoint = supernet.checkpoint_path()
     settings = supernet.model_dump(exclude={"data", "device", "timeout_s", "training", "checkpoint"})
+    readable = [str(checkpoint.parent), *([data["path"]] if data.get("path") else [])]
+    if prepared is not None:
+        readable.append(str(prepared.parent))
     return task_payload(config, text, seed=config.seed, device=supernet.device, data=data,
                         supernet={**settings, "checkpoint": str(checkpoint)},
-                        read_paths=[str(checkpoint.parent), *([data["path"]] if data.get("path") else [])])
+                        prepared=str(prepared) if prepared is not None else None, read_paths=readable)
+
+
+def prepare_supernet_images(config: ArchsmithConfig, directory: Path) -> Path:
+    """The calibration and scored images of [evaluator.supernet], prepared once in ``directory``
+    (the run's; kept for a resume) so that no task decodes the data set again."""
+    from archsmith.tools.supernets.eval_data import cache_key, prepare_eval_images, save_eval_images
+
+    supernet = config.evaluator.supernet
+    assert supernet is not None
+    data = dict(supernet.data)
+    if data.get("path"):
+        data["path"] = os.path.abspath(os.path.expanduser(str(data["path"])))
+    args = (data, supernet.calibration_images, supernet.split, supernet.eval_images, supernet.normalization)
+    path = directory / f"supernet-images-{cache_key(*args)}.pt"
+    if not path.is_file():
+        save_eval_images(prepare_eval_images(*args), path)
+    return path
 
 
 def check_supernet_checkpoint(config: ArchsmithConfig, space: SearchSpace) -> None:
@@ -145,6 +167,9 @@ def check_supernet_checkpoint(config: ArchsmithConfig, space: SearchSpace) -> No
     supernet (checked once before the run, not once per candidate)."""
     supernet = config.evaluator.supernet
     assert supernet is not None
+    if getattr(space, "supernet_settings", None) is None:
+        raise ConfigError(f"evaluator.name = 'supernet' needs a supernet space (ofa_mbv3, spos_shufflenet); "
+                          f"space.name is {config.space.name!r}")
     path = supernet.checkpoint_path()
     if not path.is_file():
         raise ConfigError(f"evaluator.supernet.checkpoint: {path} does not exist (download a published "
@@ -158,8 +183,11 @@ def check_supernet_checkpoint(config: ArchsmithConfig, space: SearchSpace) -> No
                          f"supernet of space.settings: {str(error)[:800]}") from None
 
 
-def make_evaluator(config: ArchsmithConfig, space: SearchSpace, executor: TaskRunner | None) -> Evaluator:
-    """The configured evaluator; tasks that score by running the candidate go to ``executor``."""
+def make_evaluator(
+    config: ArchsmithConfig, space: SearchSpace, executor: TaskRunner | None, workdir: Path | None = None
+) -> Evaluator:
+    """The configured evaluator; tasks that score by running the candidate go to ``executor``.
+    ``workdir`` (the run directory) keeps what an evaluator prepares once per run."""
     name = config.evaluator.name
     if name == "tabular":
         assert config.evaluator.tabular is not None  # the config validator guarantees it
@@ -172,8 +200,9 @@ def make_evaluator(config: ArchsmithConfig, space: SearchSpace, executor: TaskRu
                              config.evaluator.train.timeout_s)
     if name == "supernet":
         assert config.evaluator.supernet is not None
-        return TaskEvaluator("supernet", SUPERNET_TASK, executor, lambda text: supernet_payload(config, text),
-                             config.evaluator.supernet.timeout_s)
+        prepared = prepare_supernet_images(config, workdir) if workdir is not None else None
+        return TaskEvaluator("supernet", SUPERNET_TASK, executor,
+                             lambda text: supernet_payload(config, text, prepared), config.evaluator.supernet.timeout_s)
     if name == "nas_det":
         nas_det = {**config.evaluator.nas_det.model_dump(), "seed": config.seed}
         return TaskEvaluator("nas_det", NAS_DET_TASK, executor, lambda text: task_payload(config, text, nas_det=nas_det),

@@ -140,7 +140,7 @@ def _execute(
         mechanism = sandbox.mechanism if sandbox is not None else "none (nothing executed)"
         if evaluator is None:
             executor = open_executor(config, stack, sandbox) if sandbox is not None else None
-            evaluator = make_evaluator(config, space, executor)
+            evaluator = make_evaluator(config, space, executor, paths.root)
             if executor is not None and executor.name != "local":
                 mechanism = f"{mechanism}; scoring on {executor.mechanism}"
         trace = TraceStore(paths.trace_db)

@@ -129,6 +129,10 @@ def test_config_needs_the_section_and_a_fitting_checkpoint(tmp_path, checkpoint)
     with pytest.raises(ConfigError, match="evaluator.supernet.checkpoint: .*missing.pt does not exist"):
         archsmith.run(config_from_dict(config(tmp_path, tmp_path / "missing.pt")))
     assert not (tmp_path / "runs").exists()  # refused before any file of the run
+    template = config(tmp_path, checkpoint)
+    template["space"] = {"name": "template"}
+    with pytest.raises(ConfigError, match="needs a supernet space .* space.name is 'template'"):
+        archsmith.run(config_from_dict(template))
     wrong = config(tmp_path, checkpoint)
     wrong["space"]["settings"] = {**TINY, "depths": [1, 2, 3]}
     with pytest.raises(ConfigError, match="does not fit the ofa_mbv3 supernet"):
@@ -143,6 +147,7 @@ def test_a_search_scores_subnets_with_inherited_weights(tmp_path, checkpoint):
     assert result.finished and valid
     assert all(0.0 <= r["score"] <= 100.0 and r["metrics"]["top1"] == r["score"] for r in valid)
     assert all("top5" in r["metrics"] and r["metrics"]["calibration_images"] == 32 for r in valid)
+    assert len(list(result.run_dir.glob("supernet-images-*.pt"))) == 1  # prepared once for every task
 
 
 def small_training(**overrides):
@@ -259,3 +264,33 @@ def test_the_llm_generator_writes_several_subnets_in_one_answer(tmp_path):
         chosen = next(p for p in step.tools["proposals"] if p["chosen"])
         assert chosen["predicted"] == max(p["predicted"] for p in step.tools["proposals"])
         assert step.parsed == chosen["text"]
+
+
+def test_imagefolder_images_are_prepared_once_decoding_only_what_is_used(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import archsmith.tools.datasets as datasets
+    from archsmith.graph.context import prepare_supernet_images
+    from archsmith.tools.supernets.eval_data import load_eval_images
+
+    for split, count in (("train", 20), ("val", 3)):
+        for name, colour in (("cat", (200, 10, 10)), ("dog", (10, 10, 200))):
+            for i in range(count):
+                (tmp_path / "f" / split / name).mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (12, 12), colour).save(tmp_path / "f" / split / name / f"{i}.png")
+    decoded = []
+    real = datasets.read_images
+    monkeypatch.setattr(datasets, "read_images", lambda files, size: decoded.append(len(files)) or real(files, size))
+    folder = {"name": "imagefolder", "path": str(tmp_path / "f"), "input_size": 8}
+    cfg = config_from_dict(config(tmp_path, tmp_path / "unused.pt", data=folder, calibration_images=5,
+                                  normalization="bgr255"))
+    path = prepare_supernet_images(cfg, tmp_path)
+    assert decoded == [5, 6]  # five training images for BatchNorm, the six validation images; no more
+    assert prepare_supernet_images(cfg, tmp_path) == path and decoded == [5, 6]  # kept: not prepared again
+    images = load_eval_images(path)
+    assert images.calibration_x.shape == (5, 3, 8, 8) and images.eval_y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert images.bgr and images.num_classes == 2
+    from archsmith.tools.supernets.evaluate import subnet_batches
+
+    batch = next(subnet_batches(images.eval_x, 8, 6, images.mean, images.std, 1.0, "cpu", images.bgr))
+    assert torch.allclose(batch[0, :, 0, 0], torch.tensor([10.0, 10.0, 200.0]), atol=1e-3)  # red cat, BGR, 0-255

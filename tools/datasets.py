@@ -331,28 +331,47 @@ def _imagenet16(spec: DatasetSpec) -> ImageData:
     return _finish("imagenet16-120", spec, (train_x, train_y, *_halves(val_x, val_y, spec.seed)), 120)
 
 
-def _read_folder(folder: Path, classes: list[str], size: int | None) -> tuple[list[np.ndarray], list[int]]:
+def folder_files(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """(image file, class index) of every image under ``folder/<class>/``, in a fixed order."""
+    files = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if sub.name not in classes:
+            raise DataError(f"ImageFolder {folder}: class {sub.name!r} is not among the train classes")
+        files += [(f, classes.index(sub.name)) for f in sorted(sub.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    return files
+
+
+def folder_classes(root: Path) -> list[str]:
+    """The classes of an ImageFolder data set: the directories under ``root/train``."""
+    if not (root / "train").is_dir():
+        raise DataError(f"ImageFolder directory {root}: missing train/ (expected train/<class>/*.png|jpg)")
+    return sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+
+
+def read_images(files: list[tuple[Path, int]], size: int | None) -> tuple[list[np.ndarray], list[int]]:
+    """Decode image files as uint8 [3, H, W] arrays (resized to ``size`` when given)."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     images, labels = [], []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        if sub.name not in classes:
-            raise DataError(f"ImageFolder {folder}: class {sub.name!r} is not among the train classes")
-        for file in sorted(f for f in sub.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
-            try:
-                with Image.open(file) as image:
-                    image = image.convert("RGB")
-                    if size is not None:
-                        image = image.resize((size, size), Image.Resampling.BILINEAR)
-                    images.append(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
-            except (OSError, UnidentifiedImageError) as exc:
-                raise DataError(f"ImageFolder image {file}: unreadable ({exc})") from None
-            labels.append(classes.index(sub.name))
+    for file, label in files:
+        try:
+            with Image.open(file) as image:
+                image = image.convert("RGB")
+                if size is not None:
+                    image = image.resize((size, size), Image.Resampling.BILINEAR)
+                images.append(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataError(f"ImageFolder image {file}: unreadable ({exc})") from None
+        labels.append(label)
     return images, labels
 
 
-def _stack(images: list[np.ndarray], labels: list[int], folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_folder(folder: Path, classes: list[str], size: int | None) -> tuple[list[np.ndarray], list[int]]:
+    return read_images(folder_files(folder, classes), size)
+
+
+def stack_images(images: list[np.ndarray], labels: list[int], folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     import numpy as np
 
     shapes = sorted({image.shape for image in images})
@@ -369,12 +388,10 @@ def _imagefolder(spec: DatasetSpec) -> ImageData:
     except ImportError:
         raise DataError("ImageFolder data needs Pillow (pip install pillow)") from None
     root = Path(spec.path or "")
-    if not (root / "train").is_dir():
-        raise DataError(f"ImageFolder directory {root}: missing train/ (expected train/<class>/*.png|jpg)")
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    classes = folder_classes(root)
 
     def read(split: str, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = _stack(*_read_folder(root / split, classes, spec.input_size), root / split)
+        x, y = stack_images(*_read_folder(root / split, classes, spec.input_size), root / split)
         if like is None or len(y) == 0:
             return (x, y) if like is None else (like[:0], y)
         if x.shape[1:] != like.shape[1:]:

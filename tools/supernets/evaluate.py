@@ -12,18 +12,20 @@ Payload keys (besides ``space``, ``space_settings``, ``text``, ``torch_threads``
 - ``supernet``: ``checkpoint`` (file), ``calibration_images``, ``batch_size``, ``split``
   (``valid`` or ``test``), ``eval_images`` (None: the whole split), ``center_crop``;
 - ``data``: a :class:`~archsmith.tools.datasets.DatasetSpec` dict; ``device``: auto, cpu, cuda[:N];
+- ``prepared``: the run's prepared images (:mod:`archsmith.tools.supernets.eval_data`), memory-mapped;
+  without it the task prepares them from ``data`` itself;
 - ``input_size``: the subnet's input size where the arch has none of its own (``ofa_mbv3``'s ``r``
   wins).
 
 Images are resized so that a centre crop of ``center_crop`` of their side is ``resolution``
-(OFA's ImageNet protocol with 0.875), then normalised with the data set's mean and std. The
-calibration images are the first ones of a fixed, seeded shuffle of the training split, the same
-for every candidate, so that scores are comparable.
+(OFA's ImageNet protocol with 0.875), then normalised (``supernet.normalization``). The
+calibration images are a fixed, seeded sample of the training split, the same for every
+candidate, so that scores are comparable.
 
 Returns the ScoreResult fields (``score`` = top-1 in percent, ``report``: ``top1``, ``top5``,
 ``eval_images``, ``calibration_images``, ``wall_s``) plus ``stage`` (settings, data, checkpoint,
-calibrate or evaluate) and ``device``. A supernet is loaded once per process and kept, and so is the
-data set: a pooled worker that scores many subnets reads them once.
+calibrate or evaluate) and ``device``. A supernet is loaded once per process and kept, and so are the
+images: an in-process executor that scores many subnets reads them once.
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ def _cached(kind: str, key: Any, load: Any) -> Any:
 
 
 def subnet_batches(images: Any, resolution: int, batch_size: int, mean: Any, std: Any, center_crop: float,
-                   device: Any):
+                   device: Any, bgr: bool = False):
     """Float batches of uint8 ``images`` [N, 3, H, W] at ``resolution`` (resize, centre crop,
-    normalise), on ``device``."""
+    channels reversed when ``bgr``, normalised with ``mean``/``std`` on the 0..1 scale), on
+    ``device``."""
     import torch
     import torch.nn.functional as F
 
@@ -69,6 +72,8 @@ def subnet_batches(images: Any, resolution: int, batch_size: int, mean: Any, std
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device).float().div_(255.0)
+        if bgr:
+            x = x.flip(1)
         if tuple(x.shape[2:]) != (resize, resize):
             x = F.interpolate(x, size=(resize, resize), mode="bilinear", antialias=True, align_corners=False)
         top = (resize - resolution) // 2
@@ -90,6 +95,7 @@ def _settings(payload: dict[str, Any]) -> tuple[dict[str, Any], Any, str]:
     supernet.setdefault("split", "valid")
     supernet.setdefault("eval_images", None)
     supernet.setdefault("center_crop", 0.875)
+    supernet.setdefault("normalization", "data")
     if supernet["split"] not in ("valid", "test"):
         raise StageFailure("InvalidSettings", f"supernet.split: expected valid or test, got {supernet['split']!r}")
     try:
@@ -114,6 +120,17 @@ def _load_supernet(space: Any, checkpoint: str) -> Any:
                            f"supernet: {str(error)[:600]}") from None
 
 
+def _eval_images(payload: dict[str, Any], settings: dict[str, Any], spec: Any) -> Any:
+    """The run's prepared images (``payload["prepared"]``, memory-mapped), else prepared here."""
+    from archsmith.tools.supernets.eval_data import load_eval_images, prepare_eval_images
+
+    if payload.get("prepared"):
+        return _cached("data", payload["prepared"], lambda: load_eval_images(payload["prepared"]))
+    args = (spec.model_dump(), int(settings["calibration_images"]), settings["split"], settings["eval_images"],
+            settings["normalization"])
+    return _cached("data", repr(args), lambda: prepare_eval_images(*args))
+
+
 def evaluate_subnet_candidate(payload: dict[str, Any]) -> dict[str, Any]:
     """Extract the subnet, recalibrate its BatchNorm, return its top-1 accuracy as the score."""
     started = time.perf_counter()
@@ -124,7 +141,6 @@ def evaluate_subnet_candidate(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         import torch
 
-        from archsmith.tools.datasets import DataError, load_dataset
         from archsmith.tools.spaces import get_space
         from archsmith.tools.supernets.calibration import recalibrate_batchnorm
         from archsmith.tools.supernets.extract import subnet_of, supernet_classes
@@ -138,11 +154,7 @@ def evaluate_subnet_candidate(payload: dict[str, Any]) -> dict[str, Any]:
         resolution = _input_hw(at_candidate_resolution({**payload, "input_size": payload.get("input_size", 224)}))[0]
         fields["settings"] = {**supernet_settings, "data": spec.model_dump(), "resolution": resolution}
         stage = "data"
-        data = _cached("data", spec.model_dump_json(), lambda: load_dataset(spec))
-        split_x = getattr(data, f"{supernet_settings['split']}_x")
-        split_y = getattr(data, f"{supernet_settings['split']}_y")
-        if len(split_y) == 0:
-            raise DataError(f"the {data.name} data set has no {supernet_settings['split']} images")
+        data = _eval_images(payload, supernet_settings, spec)
         stage = "checkpoint"
         supernet = _load_supernet(space, supernet_settings["checkpoint"])
         classes = supernet_classes(supernet, space)
@@ -153,19 +165,15 @@ def evaluate_subnet_candidate(payload: dict[str, Any]) -> dict[str, Any]:
         stage = "calibrate"
         batch = int(supernet_settings["batch_size"])
         crop = float(supernet_settings["center_crop"])
-        count = min(int(supernet_settings["calibration_images"]), len(data.train_y))
-        order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(int(spec.seed)))
-        calibration = data.train_x[order[:count].sort().values]
-        seen = recalibrate_batchnorm(subnet, subnet_batches(calibration, resolution, batch, data.mean, data.std,
-                                                            crop, device))
+        seen = recalibrate_batchnorm(subnet, subnet_batches(data.calibration_x, resolution, batch, data.mean,
+                                                            data.std, crop, device, data.bgr))
         if seen < int(supernet_settings["calibration_images"]):
             fields["warnings"].append(f"BatchNorm recalibrated on {seen} images (the training split has no more)")
         stage = "evaluate"
-        limit = supernet_settings["eval_images"]
-        x, y = (split_x, split_y) if limit is None else (split_x[:int(limit)], split_y[:int(limit)])
+        x, y = data.eval_x, data.eval_y
         top1 = top5 = 0
         with torch.no_grad():
-            for images, start in zip(subnet_batches(x, resolution, batch, data.mean, data.std, crop, device),
+            for images, start in zip(subnet_batches(x, resolution, batch, data.mean, data.std, crop, device, data.bgr),
                                      range(0, len(y), batch)):
                 labels = y[start:start + batch].to(device)
                 ranked = subnet(images).topk(min(5, classes), dim=1).indices
