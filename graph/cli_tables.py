@@ -3,6 +3,7 @@ best candidate (a YAML, a small source file)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -70,6 +71,32 @@ def _blocks(text: str) -> list[str]:
     return [token.strip() for token in _TOKEN.findall(text) if token.strip()]
 
 
+def _json_fields(text: str) -> list[str] | None:
+    """A JSON object's entries as ``key[i]=value`` / ``key=value`` (supernet arch dicts), else None."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    fields: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, list):
+            fields.extend(f"{key}[{i}]={item}" for i, item in enumerate(value))
+        else:
+            fields.append(f"{key}={value}")
+    return fields
+
+
+def _json_distinguishing(rows: list[list[str]]) -> list[str]:
+    """What sets each arch dict apart from the best: its differing entries (``ks[3]=5 +2 more``)."""
+    best, cells = rows[0], ["best"]
+    for row in rows[1:]:
+        parts = [item for item in row if item not in best]
+        cells.append(parts[0] + (f" +{len(parts) - 1} more" if len(parts) > 1 else "") if parts else "same as the best")
+    return cells
+
+
 def distinguishing(texts: list[str]) -> list[str]:
     """What sets each one-line text apart, block by block (template blocks, NB201 edges): the
     first (the best) by its block count, each other by one block it has where the best differs,
@@ -77,6 +104,9 @@ def distinguishing(texts: list[str]) -> list[str]:
     ("#3 SuperResK3K3(24,48,2,16,1) +1 more"; "#5: 1 block fewer")."""
     from difflib import SequenceMatcher
 
+    fields = [_json_fields(text) for text in texts]
+    if all(f is not None for f in fields):
+        return _json_distinguishing(fields)  # type: ignore[arg-type]
     rows = [_blocks(text) for text in texts]
     best, changes = rows[0], []
     for row in rows[1:]:

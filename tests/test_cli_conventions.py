@@ -146,6 +146,10 @@ def test_top_table_tells_candidates_apart():
     edges = distinguishing(["|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|",
                             "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|nor_conv_1x1~2|"])
     assert edges[1] == "#6 nor_conv_1x1~2"
+    best_arch = {"ks": [3, 3, 5, 5], "e": [2, 4, 4, 2], "d": [1, 2], "r": 32}  # supernet arch dicts
+    archs = [best_arch, {**best_arch, "ks": [3, 5, 5, 5]}, {**best_arch, "ks": [5, 5, 5, 5], "r": 24}, best_arch]
+    assert distinguishing([json.dumps(arch) for arch in archs]) == [
+        "best", "ks[1]=5", "ks[0]=5 +2 more", "same as the best"]
 
 
 # ---------------------------------------------------------------------------------- check
