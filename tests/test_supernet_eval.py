@@ -294,3 +294,30 @@ def test_imagefolder_images_are_prepared_once_decoding_only_what_is_used(tmp_pat
 
     batch = next(subnet_batches(images.eval_x, 8, 6, images.mean, images.std, 1.0, "cpu", images.bgr))
     assert torch.allclose(batch[0, :, 0, 0], torch.tensor([10.0, 10.0, 200.0]), atol=1e-3)  # red cat, BGR, 0-255
+
+
+@pytest.mark.parametrize("name, settings", [("ofa_mbv3", TINY), ("spos_shufflenet", {"input_size": 32})])
+def test_the_downscaler_brings_over_budget_subnets_within_budget(tmp_path, name, settings):
+    """Seeds far over the params budget: the Downscaler shrinks them (smaller kernels, expand ratios,
+    depths / cheaper units) until they fit, and every valid candidate is within the budget."""
+    import archsmith
+
+    space = get_space(name, settings)
+    sizes = sorted(space.param_count(space.sample(__import__("random").Random(i)), 10) for i in range(40))
+    limit = sizes[len(sizes) // 4] / 1e6  # a quarter of random subnets fit
+    largest = max((space.sample(__import__("random").Random(i)) for i in range(40)),
+                  key=lambda text: space.param_count(text, 10))
+    data = {
+        "name": "shrink", "runs_dir": str(tmp_path / "runs"), "seed": 0,
+        "space": {"name": name, "settings": {**settings, "initial": [largest]}},
+        "budget": {"params_m": limit, "input_size": 32, "num_classes": 10},
+        "evaluator": {"preset": "custom", "batch_size": 4, "repeats": 1},
+        "search": {"max_candidates": 6, "children_per_generation": 2, "warm_start": "random",
+                   "strategy": "evolution"},  # the model strategy drops over-budget proposals before they are built
+        "parallel": {"workers": 1}, "sandbox": {"mode": "inprocess"}, "workflow": {"min_layers": 1},
+    }
+    result = archsmith.run(config_from_dict(data))
+    valid = [r for r in result.history if r["status"] == "valid"]
+    assert valid and all(r["params"] <= limit * 1e6 for r in valid)
+    assert any(r.get("downscale_repairs") for r in valid), [(r["id"], r["status"], r.get("discard_reason"))
+                                                          for r in result.history]
