@@ -383,6 +383,15 @@ def _register_supernet() -> None:
 _register_supernet()
 
 
+def _register_modules() -> None:
+    from archsmith.graph.modules_cli import modules_app
+
+    app.add_typer(modules_app, name="modules")
+
+
+_register_modules()
+
+
 def main() -> None:
     app()
 

@@ -29,16 +29,18 @@ SetOption = Annotated[
 @contextmanager
 def user_errors():
     """Bad input (config, workflow, space settings, knowledge files, data directories, a busy
-    run, an unreachable Ray cluster): one red line naming what is wrong, exit code 2, no traceback."""
+    run, an unreachable Ray cluster, a source that cannot be mined): one red line naming what is wrong, exit code 2, no traceback."""
     from archsmith.graph.builder import WorkflowError
     from archsmith.knowledge.errors import KnowledgeError
     from archsmith.tools.datasets import DataError
+    from archsmith.tools.modules import MiningError
     from archsmith.tools.ray_executor import RayUnavailable
     from archsmith.tools.spaces import SpaceError
 
     try:
         yield
-    except (ConfigError, WorkflowError, SpaceError, KnowledgeError, RunInUseError, DataError, RayUnavailable) as error:
+    except (ConfigError, WorkflowError, SpaceError, KnowledgeError, RunInUseError, DataError, RayUnavailable,
+            MiningError) as error:
         console.print(f"[red]{escape(str(error))}[/red]", highlight=False, soft_wrap=True)  # each names its store, file or field
         raise typer.Exit(2) from None
 

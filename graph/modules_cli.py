@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,24 +15,14 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from archsmith.graph.cli_errors import user_errors
+
 modules_app = typer.Typer(no_args_is_help=True, help="Module mining: nn.Module classes from real code, probed in the sandbox.")
 console = Console()
 
 LibraryOption = Annotated[
     Optional[Path], typer.Option("--library", help="Library file (default: <data dir>/modules/library.sqlite).")
 ]
-
-
-@contextmanager
-def _bad_input():
-    """A source that cannot be mined: one red line, exit code 2."""
-    from archsmith.tools.modules import MiningError
-
-    try:
-        yield
-    except MiningError as error:
-        console.print(f"[red]{escape(str(error))}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
 
 
 def _open(library: Path | None):
@@ -57,7 +46,7 @@ def mine_command(
     from archsmith.tools.modules.mining import parse_sources, resolve_source
 
     started = time.perf_counter()
-    with _bad_input():
+    with user_errors():
         resolved = [resolve_source(source) for source in sources]
     files = sum(len(r.files) for r in resolved)
     console.print(f"Parsing {files} files of {', '.join(r.package for r in resolved)} ...")
