@@ -19,6 +19,7 @@ from archsmith.tools.spaces import code as _code  # noqa: F401,E402  (registers 
 from archsmith.tools.spaces import yolo as _yolo  # noqa: F401,E402  (registers "yolo"; ultralytics only in build)
 from archsmith.tools.spaces import ofa_mbv3 as _ofa_mbv3  # noqa: F401,E402  (registers "ofa_mbv3"; torch only in build)
 from archsmith.tools.spaces import spos_shufflenet as _spos  # noqa: F401,E402  (registers "spos_shufflenet"; torch only in build)
+from archsmith.tools.spaces import tree as _tree  # noqa: F401,E402  (registers "tree"; torch only in build)
 
 __all__ = [
     "EnumerableSpace",
