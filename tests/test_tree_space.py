@@ -165,3 +165,61 @@ def test_short_run_with_the_tree_space(toy_config):
     assert result.counts["valid"] >= 4
     valid = [r for r in result.history if r["status"] == "valid"]
     assert all(SPACE.validate(r["text"]).ok and r["params"] <= 1.5e6 for r in valid)
+
+
+SMALL_BASE = '''
+import torch
+import torch.nn as nn
+
+WIDTHS = (24, 48)
+ACT = nn.GELU
+
+
+class Sep(nn.Module):
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.dw = nn.Conv2d(cin, cin, 5, stride, 2, groups=cin, bias=False)
+        self.bn = nn.BatchNorm2d(cin)
+        self.pw = nn.Conv2d(cin, cout, 1, bias=False)
+        self.act = ACT()
+
+    def forward(self, x):
+        return self.act(self.pw(self.bn(self.dw(x))))
+
+
+class Network(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 1, 1))
+        layers = []
+        cin = 16
+        for width in WIDTHS:
+            layers.append(Sep(cin, width, 2))
+            layers.append(Sep(width, width))
+            cin = width
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.layers(self.stem(x)).mean((2, 3)))
+'''
+
+
+def test_code_bases_parse_into_trees(tmp_path, one_torch_thread):
+    from archsmith.tools.spaces.code import builtin_base_source
+    from archsmith.tools.spaces.tree_parse import ParseError, parse_code_base
+
+    assert render(parse_code_base(builtin_base_source("resnet32"))) == SEED
+    assert get_space("tree", {"seed": "code:resnet32"}).initial() == [SEED]
+    base = tmp_path / "small.py"
+    base.write_text(SMALL_BASE, "utf-8")
+    space = get_space("tree", {"seed": f"code:{base}"})
+    text = space.initial()[0]
+    tree, _ = read_header(text)
+    assert [[(b.name, b.repeat, b.stride, b.residual) for b in st.blocks] for st in tree.stages] == \
+        [[("Sep", 2, 2, False)], [("Sep", 2, 2, False)]]  # Sep(cin, w, 2) then Sep(w, w): one block, repeat 2
+    code_net = get_space("code", {"bases": [str(base)]}).build(SMALL_BASE, 10)
+    params, shape = built(text, space)
+    assert shape == (2, 10) and params == space.param_count(text) == sum(p.numel() for p in code_net.parameters())
+    with pytest.raises(ParseError, match="line 13: nn.LayerNorm is not in the tree space's catalogue"):
+        parse_code_base(SMALL_BASE.replace("nn.BatchNorm2d(cin)", "nn.LayerNorm(cin)"))

@@ -8,7 +8,8 @@ shape inference checks every tree without running anything, so each operator
 (:mod:`tree_transforms`) gives a valid child by construction. The canonical form is the rendered
 file without the edit line: equal trees are duplicates whatever edit made them.
 
-Settings: ``seed`` (``resnet32``), ``library`` (a mined module library, see
+Settings: ``seed`` (``resnet32``, or ``code:<base>``: a code-space base in the usual style parsed
+into a tree by :mod:`tree_parse`), ``library`` (a mined module library, see
 :mod:`archsmith.tools.modules`: its probed channel- and size-keeping torch/torchvision modules
 join the activations ``swap`` chooses from), ``max_blocks`` and ``max_channels``.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,7 +48,8 @@ SANDBOX_PACKAGES = ("torch", "torchvision")
 class TreeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    seed: Literal["resnet32"] = Field("resnet32", description="the seed tree")
+    seed: str = Field("resnet32", description="the seed tree: 'resnet32', or 'code:<base>' to parse a code-space "
+                                              "base (a built-in name or a .py path) into a tree")
     library: str | None = Field(None, description="path of a mined module library (archsmith modules mine)")
     max_blocks: int = Field(24, ge=1, description="most blocks in all stages, repeats counted")
     max_channels: int = Field(256, ge=8, description="most channels of any module")
@@ -71,6 +73,21 @@ def resnet32_tree() -> Tree:
 
 
 SEEDS = {"resnet32": resnet32_tree}
+
+
+def seed_tree(seed: str) -> Tree:
+    """A built-in seed, or (``code:<base>``) a code-space base parsed into a tree."""
+    if seed in SEEDS:
+        return SEEDS[seed]()
+    if seed.startswith("code:"):
+        from archsmith.tools.spaces.code import load_base
+        from archsmith.tools.spaces.tree_parse import parse_code_base
+
+        try:
+            return parse_code_base(load_base(seed[5:]))
+        except ValueError as error:
+            raise ValueError(f"space.settings.seed: {seed} cannot be read as a tree: {error}") from None
+    raise ValueError(f"space.settings.seed: unknown seed {seed!r} (known: {', '.join(SEEDS)}, or code:<base>)")
 
 
 def mined_nodes(path: str | Path) -> list[Node]:
@@ -111,6 +128,11 @@ class TreeSpace:
         mined = mined_nodes(self.settings.library) if self.settings.library else []
         self.limits = Limits(max_blocks=self.settings.max_blocks, max_channels=self.settings.max_channels,
                              mined=mined)
+        self._seed = seed_tree(self.settings.seed)
+        try:
+            infer(self._seed, self.limits.max_channels)
+        except TreeError as error:
+            raise ValueError(f"space.settings.seed: {error}") from None
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -158,7 +180,7 @@ class TreeSpace:
     # -- search ----------------------------------------------------------------------------------
 
     def initial(self) -> list[str]:
-        return [render(SEEDS[self.settings.seed]())]
+        return [render(self._seed)]
 
     def operators(self) -> list[str]:
         return list(OPERATORS)
