@@ -223,3 +223,29 @@ def test_code_bases_parse_into_trees(tmp_path, one_torch_thread):
     assert shape == (2, 10) and params == space.param_count(text) == sum(p.numel() for p in code_net.parameters())
     with pytest.raises(ParseError, match="line 13: nn.LayerNorm is not in the tree space's catalogue"):
         parse_code_base(SMALL_BASE.replace("nn.BatchNorm2d(cin)", "nn.LayerNorm(cin)"))
+
+
+def test_answers_with_a_tree_line_give_the_rendered_file():
+    from archsmith.agents.answers import extract_candidate
+
+    child = SPACE.mutate(SEED, random.Random(2), "swap").child
+    tree_line = child.splitlines()[0]
+    answer = f"I swapped an activation.\n```python\n{tree_line}\nimport torch  # the rest as before\n```\n"
+    text = extract_candidate(answer, SPACE)
+    assert SPACE.validate(text).ok and SPACE.canonical(text) == SPACE.canonical(child)
+    assert SPACE.candidates_in_answer("# archsmith-tree: {broken") == ["# archsmith-tree: {broken"]
+
+
+def test_limits_hold_for_every_child():
+    space = get_space("tree", {"max_blocks": 15, "max_channels": 64})
+    rng = random.Random(4)
+    for _ in range(30):
+        child = space.mutate(SEED, rng, "hyperparameter").child
+        tree, _ = read_header(child)
+        assert sum(b.repeat for st in tree.stages for b in st.blocks) <= 15
+        assert space.validate(child).ok  # widths stay <= 64
+    issue = get_space("tree", {"max_blocks": 10}).validate(SEED).issues[0]
+    assert issue.kind == "limit" and "max_blocks 10" in issue.message
+    from archsmith.knowledge.tree import Tag
+
+    assert SPACE.operators_for_idea(Tag("layer", "operator", "activation", "x")) == ["swap", "hyperparameter"]

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from archsmith.tools.spaces.base import Mutation, Validation, ValidationIssue, register_space
 from archsmith.tools.spaces.tree_model import (
     CATALOGUE,
+    TREE_PREFIX,
     Block,
     Head,
     Node,
@@ -32,6 +33,7 @@ from archsmith.tools.spaces.tree_model import (
     Tree,
     TreeEdit,
     TreeError,
+    dumps,
     infer,
     read_header,
     render,
@@ -43,6 +45,21 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
 SANDBOX_PACKAGES = ("torch", "torchvision")
+
+
+# Which tree edits carry out which kind of idea (main category, or main/sub-category of the
+# attribute tree; see CodeSpace.operators_for_idea). Other ideas need an LLM.
+IDEA_OPERATORS: dict[str, tuple[str, ...]] = {
+    "adaptive feature recalibration": ("insert",),
+    "activation": ("swap", "hyperparameter"),
+    "normalization": ("insert", "delete"),
+    "regularization": ("insert",),
+    "network-wise scaling": ("hyperparameter",),
+    "feature extraction operators/convolution": ("hyperparameter", "swap"),
+    "feature extraction operators/local convolution": ("hyperparameter", "swap"),
+    "efficient block structures": ("swap", "compose"),
+    "network structural patterns": ("compose", "hyperparameter"),
+}
 
 
 class TreeSettings(BaseModel):
@@ -188,6 +205,11 @@ class TreeSpace:
     def local_operators(self) -> list[str]:
         return ["hyperparameter", "swap", "insert", "delete"]
 
+    def operators_for_idea(self, tag: Any) -> list[str]:
+        """The tree edits that realise an idea of this attribute-tree tag (may be empty)."""
+        by_sub = IDEA_OPERATORS.get(f"{tag.main_category}/{tag.sub_category}")
+        return list(by_sub if by_sub is not None else IDEA_OPERATORS.get(tag.main_category, ()))
+
     def mutate(self, text: str, rng: random.Random, operator: str | None = None) -> Mutation:
         """Apply ``operator`` (when None, the first of a shuffled list that applies)."""
         if operator is not None and operator not in OPERATORS:
@@ -217,22 +239,39 @@ class TreeSpace:
         fixed = render(tree, edit)
         return fixed if fixed != text else None
 
+    def candidates_in_answer(self, answer: str) -> list[str]:
+        """The trees an (LLM) answer writes as ``# archsmith-tree: {...}`` lines, each rendered into
+        its file (the code is generated, so a tree line is enough; an edit line is not carried over:
+        a hand-made child records no edit); a line whose tree does not parse is returned as it is."""
+        found = []
+        for line in (answer or "").splitlines():
+            line = line.strip().strip("`").strip()
+            if not line.startswith(TREE_PREFIX):
+                continue
+            try:
+                found.append(render(self.tree(line)[0]))
+            except TreeError:
+                found.append(line)
+        return found
+
     def describe(self) -> str:
         types = ", ".join(t for t in CATALOGUE if t != "Mined")
         return (
             "A candidate is a Python file generated from a tree written as JSON in its first line:\n"
-            "`# archsmith-tree: {...}`. Change the tree, then give the whole file with the tree line\n"
-            "first; the code below it must be the tree's rendering (the system re-renders it).\n"
+            "`# archsmith-tree: {...}`. Change the tree and give that line (in a code block); the\n"
+            "code below it is generated from the tree, so it need not be written again.\n"
             "Tree: {stem: [node], stages: [{blocks: [block]}], head: {pool: avg|max, dropout}}.\n"
             "A block is {name, nodes: [node], residual, post: [node], repeat, stride (1 or 2)}: its\n"
             "first repetition applies the stride at its first convolution or pooling; a residual block\n"
             "adds a shortcut (a 1x1 projection when the shape changes); post modules run after the sum.\n"
             "A node is {type, args}; input channels are never written, they come from the previous node.\n"
-            f"Types: {types}. Conv2d args: out_channels, kernel_size (odd, 'same' padding),\n"
-            "depthwise (keeps channels, no out_channels), bias. Pools: kernel_size. Dropout: p. SE:\n"
-            "reduction. Every repetition after the first must map its output channels to themselves.\n"
+            f"Types: {types}.\n"
+            "Conv2d args: out_channels, kernel_size (odd, 'same' padding), depthwise (keeps channels,\n"
+            "no out_channels), bias. Pools: kernel_size. Dropout: p. SE: reduction.\n"
+            "Every repetition after the first must map its output channels to themselves.\n"
             f"Limits: at most {self.limits.max_blocks} blocks (repeats counted), "
             f"{self.limits.max_channels} channels per module."
+            + "".join(f"\nMined module (keeps channels and size): {dumps(node)}" for node in self.limits.mined[:20])
         )
 
     def build(self, text: str, num_classes: int, *, plain: bool = False) -> nn.Module:

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 TREE_PREFIX = "# archsmith-tree: "
 EDIT_PREFIX = "# archsmith-edit: "
@@ -57,6 +57,15 @@ class Node(BaseModel):
 
     type: str
     args: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _drop_defaults(self) -> Node:
+        """Arguments equal to the catalogue's defaults are left out (one spelling per network)."""
+        spec = CATALOGUE.get(self.type, {})
+        for name in [n for n, v in self.args.items() if n in spec and spec[n] is not None
+                     and type(v) is type(spec[n]) and v == spec[n]]:
+            del self.args[name]
+        return self
 
     def arg(self, name: str) -> Any:
         return self.args.get(name, CATALOGUE.get(self.type, {}).get(name))
@@ -456,6 +465,7 @@ def _block_class(name: str, block: Block, where: str, plain: bool) -> tuple[str,
 
 def render(tree: Tree, edit: TreeEdit | None = None, *, plain: bool = False) -> str:
     """The candidate file for ``tree`` (the tree must pass :func:`infer`)."""
+    tree = Tree.model_validate(tree.model_dump())  # arguments at their defaults dropped
     per_block = channels_out(tree)
     nodes = [*tree.stem] + [n for st in tree.stages for b in st.blocks for n in (*b.nodes, *b.post)]
     header = [TREE_PREFIX + dumps(tree)]

@@ -317,12 +317,13 @@ def apply(tree: Tree, operator: str, rng: random.Random, limits: Limits, previou
         raise ValueError(f"unknown operator {operator!r} (known: {', '.join(OPERATORS)})")
     candidates = KINDS[kind](tree, limits)
     rng.shuffle(candidates)
-    original = tree.model_dump()
+    original = Tree.model_validate(tree.model_dump()).model_dump()
     for make in candidates:
         try:
             child, edit = make()
         except TreeError:
             continue
+        child = Tree.model_validate(child.model_dump())  # arguments at their defaults dropped
         if child.model_dump() != original and fits(child, limits):
             if operator == "repeat":
                 edit = edit.model_copy(update={"operator": "repeat"})
