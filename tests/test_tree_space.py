@@ -73,7 +73,8 @@ def test_every_operator_gives_a_different_valid_tree(operator, fixed_tree, one_t
     infer(tree)
     assert edit is not None and edit.operator == operator
     assert edit.kind == ("insert" if operator == "repeat" else operator)
-    assert edit.path in mutation.description and json.loads(child.splitlines()[1][len(EDIT_PREFIX):])["kind"] == edit.kind
+    assert edit.path in mutation.description
+    assert json.loads(child.splitlines()[1][len(EDIT_PREFIX):])["kind"] == edit.kind
     params, shape = built(child)
     assert shape == (2, 10) and params == SPACE.param_count(child)
 
@@ -145,8 +146,10 @@ def test_mined_modules_join_swap(tmp_path, one_torch_thread):
     sized = mish.model_copy(update={"name": "torch.nn.modules.x.Sized", "class_name": "Sized",
                                     "probe": {**probe, "kwargs": {"channels": 16}}})
     outside = mish.model_copy(update={"name": "mylib.Act", "module": "mylib", "package": "mylib"})
+    lazy = mish.model_copy(update={"name": "torch.nn.modules.x.LazyNorm", "class_name": "LazyNorm",
+                                   "probe": {**probe, "kwargs": {}, "params": 32}})
     with ModuleLibrary(tmp_path / "library.sqlite") as library:
-        library.upsert([mish, sized, outside])
+        library.upsert([mish, sized, outside, lazy])
     space = get_space("tree", {"library": str(tmp_path / "library.sqlite")})
     assert [n.args["class_name"] for n in space.limits.mined] == ["Mish"]
     children = [space.mutate(SEED, random.Random(i), "swap").child for i in range(40)]

@@ -110,7 +110,8 @@ def seed_tree(seed: str) -> Tree:
 def mined_nodes(path: str | Path) -> list[Node]:
     """The library's modules that ``swap`` may use: probed ok on an image-like input, C -> C
     channels at stride 1 keeping the spatial size, from a package the sandbox imports, built
-    without a channel-sized argument (so the probed arguments fit any width)."""
+    without a channel-sized argument and not lazy (so the probed arguments and parameter count
+    hold at any width)."""
     from archsmith.tools.modules import ModuleLibrary
 
     if not Path(path).expanduser().is_file():
@@ -122,7 +123,8 @@ def mined_nodes(path: str | Path) -> list[Node]:
             kwargs = dict(probe.get("kwargs") or {})
             channels = probe.get("channels_in")
             if (record.module.split(".")[0] not in SANDBOX_PACKAGES or record.private or record.abstract
-                    or record.class_name in CATALOGUE or len(probe.get("input_shape") or []) != 4
+                    or record.class_name in CATALOGUE or record.class_name.startswith("Lazy")  # sized by input
+                    or not isinstance(probe.get("params"), int) or len(probe.get("input_shape") or []) != 4
                     or probe.get("output_kind", "tensor") != "tensor" or not probe.get("keeps_spatial")
                     or probe.get("stride") != 1 or channels is None or probe.get("channels_out") != channels
                     or any(v == channels and not isinstance(v, bool) for v in kwargs.values())

@@ -262,13 +262,14 @@ class _Interpreter:
         residual: list[int] = []
 
         def visit(expr: ast.AST) -> None:
-            if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and _dotted(expr.func.value) == "self":
-                for arg in expr.args:
+            func = expr.func if isinstance(expr, ast.Call) else None
+            if isinstance(func, ast.Attribute) and _dotted(func.value) == "self":
+                for arg in expr.args:  # type: ignore[union-attr]
                     visit(arg)
-                if expr.func.attr in SHORTCUTS:
+                if func.attr in SHORTCUTS:
                     residual.append(len(order))
                 else:
-                    order.append(expr.func.attr)
+                    order.append(func.attr)
             elif isinstance(expr, ast.BinOp):
                 visit(expr.left)
                 visit(expr.right)

@@ -5,8 +5,8 @@ tree changed. Every operator returns the child tree and a :class:`TreeEdit`.
 ``hyperparameter`` (a kernel size, a stage's width x0.75/x1.25, a block's repeat +-1, a stage's
 activation type), ``swap`` (a module by a shape-compatible one), ``insert`` (a shape-keeping
 module into a block), ``delete`` (a shape-keeping module from a block), ``compose`` (a new
-residual block type from two modules found in the tree, see :func:`units`, used in one stage) and ``repeat`` (the parent's
-last kind of edit again). :func:`shrink_tree` lowers widths and repeats to a parameter budget.
+residual block type from two modules found in the tree, see :func:`units`, used in one stage)
+and ``repeat`` (the parent's last kind of edit again). :func:`shrink_tree` lowers widths and repeats to a parameter budget.
 """
 
 from __future__ import annotations
@@ -203,7 +203,8 @@ def _insert(tree: Tree, limits: Limits) -> list[Candidate]:
     for s, b, block in _block_sites(tree):
         for i in range(len(block.nodes) + 1):
             for kind in INSERTABLE:
-                if (i > 0 and block.nodes[i - 1].type == kind) or (i < len(block.nodes) and block.nodes[i].type == kind):
+                neighbours = block.nodes[max(0, i - 1):i + 1]
+                if any(n.type == kind for n in neighbours):
                     continue  # no BN right next to a BN
                 path = f"stages[{s}].blocks[{b}].nodes[{i}]"
                 out.append(lambda path=path, kind=kind: _insert_at(tree, path, Node(type=kind)))
@@ -332,15 +333,17 @@ def apply(tree: Tree, operator: str, rng: random.Random, limits: Limits, previou
 
 
 def shrink_tree(tree: Tree, factor: float, num_classes: int = 10) -> Edit:
-    """Lower stage widths (x0.75) and repeats (-1), largest stage first, until the closed-form
-    parameter count is at most ``factor`` x the tree's."""
+    """Lower stage widths (x0.75) and block repeats (-1) until the closed-form parameter count is
+    at most ``factor`` x the tree's: each step takes the gentlest change that reaches the target,
+    else the one that removes the most parameters."""
     target = factor * size(tree, num_classes)[0]
     child = _copy(tree)
     steps = []
     for _ in range(64):
         params = size(child, num_classes)[0]
         if params <= target:
-            edit = TreeEdit(operator="shrink", kind="shrink", path="stages", before=f"{size(tree, num_classes)[0]} params",
+            before = f"{size(tree, num_classes)[0]} params"
+            edit = TreeEdit(operator="shrink", kind="shrink", path="stages", before=before,
                             after=f"{params} params ({'; '.join(steps)})"[:300])
             return child, edit
         options = []
