@@ -70,11 +70,12 @@ def train(
                                         restart=restart)
             except CheckpointMismatch as error:  # also: a sampling rule the space cannot follow
                 raise ConfigError(f"evaluator.supernet.checkpoint: {error}") from None
-    table = Table(box=box.SIMPLE, title="supernet training (largest subnet, on the training images)")
+    subnet = "largest subnet" if settings.sampling == "sandwich" else "sampled subnets"
+    table = Table(box=box.SIMPLE, title=f"supernet training ({subnet}, training images)")
     for header in ("epoch", "loss", "train acc %", "secs"):
         table.add_column(header, justify="right")
     for row in result.history:
-        table.add_row(str(int(row["epoch"])), f"{row['loss']:.3f}", f"{row['largest_train_acc']:.1f}",
+        table.add_row(str(int(row["epoch"])), f"{row['loss']:.3f}", f"{row['train_acc']:.1f}",
                       f"{row['seconds']:.1f}")
     console.print(table)
     if result.resumed_from and result.resumed_from >= settings.epochs:

@@ -190,6 +190,20 @@ def test_uniform_sampling_trains_every_choice(space, tmp_path):
     assert largest.d == (2,) * 5 and smallest.d == (1,) * 5
 
 
+def test_spos_supernet_trains_with_uniform_sampling_only(tmp_path):
+    space = get_space("spos_shufflenet", {"input_size": 32})
+    data = load_dataset({**DATA, "synthetic_samples": 16})
+    with pytest.raises(CheckpointMismatch, match="use sampling = 'uniform'"):
+        train_supernet(space, data, tmp_path / "spos.pt", small_training(epochs=1))
+    result = train_supernet(space, data, tmp_path / "spos.pt",
+                            small_training(epochs=1, sampling="uniform", train_images=16, batch_size=16))
+    assert result.epochs_done == 1 and result.history[0]["train_acc"] >= 0
+    from archsmith.tools.supernets import SPOSShuffleNetV2
+
+    state = torch.load(tmp_path / "spos.pt", weights_only=True)["state_dict"]
+    SPOSShuffleNetV2(space.supernet_settings.__class__(n_classes=10)).load_state_dict(state, strict=True)
+
+
 def test_supernet_train_command_then_run(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

@@ -45,14 +45,16 @@ class CheckpointMismatch(ValueError):
 
 @dataclass
 class EpochStats:
+    """One epoch: the mean loss and training accuracy of the subnet trained on the labels (the
+    largest one under the sandwich rule, the sampled one under uniform sampling)."""
+
     epoch: int
     loss: float
-    largest_train_acc: float
+    train_acc: float
     seconds: float
 
     def as_dict(self) -> dict[str, float]:
-        return {"epoch": self.epoch, "loss": self.loss, "largest_train_acc": self.largest_train_acc,
-                "seconds": self.seconds}
+        return {"epoch": self.epoch, "loss": self.loss, "train_acc": self.train_acc, "seconds": self.seconds}
 
 
 @dataclass
