@@ -188,8 +188,10 @@ class Agent:
         parse: Callable[[str], T],
         step: StepRecord,
         model: str | None = None,
+        max_retries: int | None = None,
     ) -> T | None:
         """Render <role>/system.md and <role>/<purpose>.md, ask the role's model, parse.
+        ``max_retries``: re-asks for this call only (the role's ``llm.max_retries`` otherwise).
 
         Records prompts, answers, tokens and each classified failure on ``step``; raises
         :class:`NoUsableAnswer` when no attempt gave a usable answer (``__call__`` then falls
@@ -209,6 +211,7 @@ class Agent:
             parse=parse,
             prompts=prompts,
             policy=RetryPolicy.from_settings(settings),
+            max_retries=max_retries,
             server=self.ctx.servers.get(self.role),
         )
         traced = exchange_trace(exchange)

@@ -2,7 +2,8 @@
 
 Stateless by default (CoLLM-NAS). With ``roles.generator.memory = true`` the Navigator hands it
 the latest children and their outcomes, which the ``llm`` policy's prompt shows; the algorithmic
-policy's mutations do not use them.
+policy's mutations do not use them. In a space that enumerates its valid edits (the ``tree``
+space), the ``llm`` policy picks one of them instead of writing code (:mod:`tool_choice`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from archsmith.agents.answers import AnswerRejected, extract_candidates
 from archsmith.agents.base import Agent, NoUsableAnswer, register_agent
 from archsmith.agents.policies.model_plans import SAMPLE
 from archsmith.agents.selection import DUPLICATE_PREFIX, rng_for
+from archsmith.agents.tool_choice import choose_edit
 from archsmith.agents.verifier import IDENTICAL_TO_PARENT, structure_problem
 from archsmith.graph.state import ChildState, Strategy
 from archsmith.graph.trace import StepRecord
@@ -73,6 +75,9 @@ class Generator(Agent):
         return text, applied
 
     def llm(self, state: ChildState, step: StepRecord) -> dict[str, Any]:
+        chosen = choose_edit(self, state, step)  # LLM as a tool: the space lists the edits
+        if chosen is not None:
+            return chosen
         strategy = state["strategy"]
         variables = {
             "space_rules": self.ctx.space.describe(),

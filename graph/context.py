@@ -43,12 +43,19 @@ class ArchiveIndex:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._canonicals: dict[str, str] = {}
+        self._history: list[CandidateRecord] = []
 
     def reset(self, history: list[CandidateRecord]) -> None:
         with self._lock:
+            self._history = list(history)
             self._canonicals = {
                 r["canonical"]: r["id"] for r in history if r.get("canonical") and r.get("id")
             }
+
+    def history(self) -> list[CandidateRecord]:
+        """The records archived at the last reset (the history as the generation began)."""
+        with self._lock:
+            return list(self._history)
 
     def owner(self, canonical: str) -> str | None:
         """The candidate that holds a canonical form, if any."""

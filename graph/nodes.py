@@ -36,6 +36,7 @@ def _base_record(ctx: RunContext, state: ChildState) -> CandidateRecord:
         idea=strategy.get("idea", ""),
         idea_id=strategy.get("idea_id"),
         idea_tag=strategy.get("idea_tag"),
+        prompt_category=strategy.get("prompt_category"),
         stage=strategy.get("stage"),
         iteration=strategy.get("iteration"),
         phase=strategy.get("phase", "exploration"),

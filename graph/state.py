@@ -34,6 +34,7 @@ class Strategy(TypedDict, total=False):
     idea: str  # a design idea in words (drawn from the knowledge store when knowledge.use)
     idea_id: str  # the store's id of that idea
     idea_tag: str  # its attribute-tree path
+    prompt_category: str  # the kind of change an LLM choosing a tree edit was asked to favour
     mutation_target: str  # create a new module | modify an existing module | change the network
     phase: Phase
     model: str | None  # which LLM the generator should use in this phase
@@ -86,6 +87,7 @@ class CandidateRecord(TypedDict, total=False):
     idea: str
     idea_id: str | None
     idea_tag: str | None
+    prompt_category: str | None  # see Strategy.prompt_category (the tool-choice Generator)
     stage: str | None  # FairNAD's mutation stage, when search.mutation = "fairnad"
     iteration: int | None
     phase: Phase

@@ -39,7 +39,7 @@ from archsmith.tools.spaces.tree_model import (
     render,
     size,
 )
-from archsmith.tools.spaces.tree_transforms import OPERATORS, Limits, apply, shrink_tree, total_blocks
+from archsmith.tools.spaces.tree_transforms import OPERATORS, Limits, apply, edits, shrink_tree, total_blocks
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
@@ -148,6 +148,7 @@ class TreeSpace:
         self.limits = Limits(max_blocks=self.settings.max_blocks, max_channels=self.settings.max_channels,
                              mined=mined)
         self._seed = seed_tree(self.settings.seed)
+        self._last_edits: tuple[tuple[str, str], list[tuple[Tree, TreeEdit]]] | None = None
         try:
             infer(self._seed, self.limits.max_channels)
         except TreeError as error:
@@ -227,6 +228,50 @@ class TreeSpace:
                 continue
             return Mutation(child=render(child, edit), operator=name, description=edit.human())
         raise ValueError("no operator applies to this tree: " + "; ".join(problems))
+
+    def edit_options(self, text: str, operator: str, limit: int | None = None) -> list[TreeEdit]:
+        """The rule tool: every valid edit of ``operator`` on the candidate, in a fixed order (each
+        child passes shape inference and the limits, and differs from the parent and the others);
+        ``limit``: only the first that many. ValueError for an unknown operator or an invalid text."""
+        if operator not in OPERATORS:
+            raise ValueError(f"unknown operator {operator!r} (known: {', '.join(OPERATORS)})")
+        return [edit for _, edit in self._edits(text, operator)[:limit]]
+
+    def _edits(self, text: str, operator: str) -> list[tuple[Tree, TreeEdit]]:
+        """All of :func:`edits` for the candidate; the latest enumeration is kept, so that applying
+        one of the options just listed does not enumerate them again."""
+        last = self._last_edits
+        if last is not None and last[0] == (text, operator):
+            return last[1]
+        tree, previous = self.tree(text)
+        found = edits(tree, operator, self.limits, previous)
+        self._last_edits = ((text, operator), found)
+        return found
+
+    def summary(self, text: str) -> str:
+        """The candidate's tree in a few lines (stem, each block with its path, head) and its size."""
+        tree, _ = self.tree(text)
+        lines = ["stem: " + " > ".join(n.label() for n in tree.stem)]
+        for s, stage in enumerate(tree.stages):
+            for b, block in enumerate(stage.blocks):
+                post = f", then {' > '.join(n.label() for n in block.post)}" if block.post else ""
+                lines.append(f"stages[{s}].blocks[{b}] {block.name} x{block.repeat}, stride {block.stride}"
+                             f"{', residual' if block.residual else ''}: "
+                             + " > ".join(n.label() for n in block.nodes) + post)
+        dropout = f", dropout {tree.head.dropout}" if tree.head.dropout else ""
+        params, layers = size(tree)
+        lines.append(f"head: {tree.head.pool} pool{dropout}, linear ({params} params, {layers} weight layers)")
+        return "\n".join(lines)
+
+    def apply_edit(self, text: str, edit: TreeEdit) -> Mutation:
+        """The child that one of :meth:`edit_options`'s edits gives (its header records the edit);
+        ValueError when ``edit`` is not one of them."""
+        if edit.operator not in OPERATORS:
+            raise ValueError(f"unknown operator {edit.operator!r} (known: {', '.join(OPERATORS)})")
+        for child, option in self._edits(text, edit.operator):
+            if option == edit:
+                return Mutation(child=render(child, option), operator=edit.operator, description=option.human())
+        raise ValueError(f"not a valid edit of this candidate: {edit.human()}")
 
     def shrink(self, text: str, factor: float, rng: random.Random) -> Mutation:
         child, edit = shrink_tree(self.tree(text)[0], factor)

@@ -6,7 +6,9 @@ tree changed. Every operator returns the child tree and a :class:`TreeEdit`.
 activation type), ``swap`` (a module by a shape-compatible one), ``insert`` (a shape-keeping
 module into a block), ``delete`` (a shape-keeping module from a block), ``compose`` (a new
 residual block type from two modules found in the tree, see :func:`units`, used in one stage)
-and ``repeat`` (the parent's last kind of edit again). :func:`shrink_tree` lowers widths and repeats to a parameter budget.
+and ``repeat`` (the parent's last kind of edit again). :func:`edits` enumerates an operator's
+valid edits (the rule tool an LLM chooses among); :func:`apply` picks one at random.
+:func:`shrink_tree` lowers widths and repeats to a parameter budget.
 """
 
 from __future__ import annotations
@@ -305,31 +307,51 @@ def fits(tree: Tree, limits: Limits) -> bool:
     return total_blocks(tree) <= limits.max_blocks
 
 
-def apply(tree: Tree, operator: str, rng: random.Random, limits: Limits, previous: TreeEdit | None = None) -> Edit:
-    """One edit of kind ``operator`` (``repeat``: the previous edit's kind), valid by construction:
-    candidates are tried in random order until one passes shape inference and differs."""
+def _kind(operator: str, previous: TreeEdit | None) -> str:
+    """The edit kind an operator applies (``repeat``: the previous edit's)."""
     if operator == "repeat":
         if previous is None:
             raise ValueError("repeat: the parent has no previous edit to repeat")
-        kind = previous.kind
-    elif operator in KINDS:
-        kind = operator
-    else:
-        raise ValueError(f"unknown operator {operator!r} (known: {', '.join(OPERATORS)})")
-    candidates = KINDS[kind](tree, limits)
-    rng.shuffle(candidates)
+        return previous.kind
+    if operator in KINDS:
+        return operator
+    raise ValueError(f"unknown operator {operator!r} (known: {', '.join(OPERATORS)})")
+
+
+def edits(tree: Tree, operator: str, limits: Limits, previous: TreeEdit | None = None,
+          limit: int | None = None) -> list[Edit]:
+    """Every valid edit of kind ``operator`` (``repeat``: the previous edit's kind), in a fixed
+    order: each child passes shape inference and the limits, differs from ``tree`` and from the
+    children listed before it. ``limit`` stops the enumeration after that many."""
+    kind = _kind(operator, previous)
     original = Tree.model_validate(tree.model_dump()).model_dump()
-    for make in candidates:
+    seen: set[str] = set()
+    out: list[Edit] = []
+    for make in KINDS[kind](tree, limits):
+        if limit is not None and len(out) >= limit:
+            break
         try:
             child, edit = make()
         except TreeError:
             continue
         child = Tree.model_validate(child.model_dump())  # arguments at their defaults dropped
-        if child.model_dump() != original and fits(child, limits):
-            if operator == "repeat":
-                edit = edit.model_copy(update={"operator": "repeat"})
-            return child, edit
-    raise ValueError(f"{operator}: no valid {kind} edit applies to this tree")
+        dumped = child.model_dump()
+        key = child.model_dump_json()
+        if dumped == original or key in seen or not fits(child, limits):
+            continue
+        seen.add(key)
+        if operator == "repeat":
+            edit = edit.model_copy(update={"operator": "repeat"})
+        out.append((child, edit))
+    return out
+
+
+def apply(tree: Tree, operator: str, rng: random.Random, limits: Limits, previous: TreeEdit | None = None) -> Edit:
+    """One edit of kind ``operator``, valid by construction: a random one of :func:`edits`."""
+    options = edits(tree, operator, limits, previous)
+    if not options:
+        raise ValueError(f"{operator}: no valid {_kind(operator, previous)} edit applies to this tree")
+    return rng.choice(options)
 
 
 def shrink_tree(tree: Tree, factor: float, num_classes: int = 10) -> Edit:
