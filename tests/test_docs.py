@@ -190,3 +190,12 @@ def test_mkdocs_build_strict(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
     assert (tmp_path / "site" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.toml")), ids=lambda path: path.name)
+def test_every_example_config_loads(example: Path):
+    """The examples the docs point users to are valid configs (running them is each feature's own test)."""
+    try:
+        load_config(example)
+    except ConfigError as error:
+        pytest.fail(f"{example.relative_to(ROOT)} is not a valid config:\n{error}", pytrace=False)
