@@ -330,3 +330,30 @@ def test_runs_make_ast_parse_thread_safe(toy_config):
         assert ast.parse is before
     assert ast.parse is before
     assert isinstance(ast.parse("x = 1"), ast.Module)
+
+
+def test_repair_fixes_a_classifier_left_at_the_old_width():
+    """Small models change the widths and leave nn.Linear(64, num_classes): the shape error names
+    the real width, and the deterministic repair puts it in (the built network then runs)."""
+    import torch
+
+    from archsmith.tools.spaces import get_space
+
+    space = get_space("code")
+    source = (
+        "import torch.nn as nn\n\n"
+        "WIDTHS = (16, 32, 80)  # widened: 64 -> 80\n\n\n"
+        "class Network(nn.Module):\n"
+        "    def __init__(self, num_classes=10):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Sequential(nn.Conv2d(3, WIDTHS[-1], 3), nn.ReLU())\n"
+        "        self.fc = nn.Linear(64, num_classes)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.body(x).mean((2, 3)))\n"
+    )
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes") as failure:
+        space.build(source, 10)(torch.zeros(2, 3, 16, 16))
+    fixed = space.repair(source, f"RuntimeError: {failure.value}")
+    assert fixed is not None and "nn.Linear(80, num_classes)" in fixed
+    assert space.build(fixed, 10)(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
+    assert space.repair(source, "RuntimeError: something else") is None

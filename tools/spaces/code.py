@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import random
+import re
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -126,6 +127,40 @@ def top_level_definitions(source: str) -> set[str]:
     return {node.name for node in tree.body if isinstance(node, (ast.ClassDef, ast.FunctionDef))}
 
 
+_MATMUL_SHAPES = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
+
+
+def fix_classifier_width(text: str, error: str) -> str | None:
+    """``nn.Linear(IN, ...)`` given the width the features have, when ``error`` is the matrix
+    multiply's shape error (features of width A met a Linear expecting B). The Linear changed is
+    the one whose input is literally B, else the one given ``num_classes``, else the last; None
+    when the error is another or no Linear call is found."""
+    match = _MATMUL_SHAPES.search(error)
+    if match is None:
+        return None
+    got, expected = int(match[2]), int(match[3])
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return None
+    linears = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and node.args
+               and ast.unparse(node.func).split(".")[-1] == "Linear"]
+    if not linears:
+        return None
+    literal = [node for node in linears if isinstance(node.args[0], ast.Constant) and node.args[0].value == expected]
+    heads = [node for node in linears if "num_classes" in ast.unparse(node)]
+    target = (literal or heads or linears)[-1].args[0]
+    lines = text.splitlines(keepends=True)
+    if target.end_lineno is None or target.end_col_offset is None:
+        return None
+    encoded = [line.encode("utf-8") for line in lines]  # ast offsets count UTF-8 bytes
+    start = sum(len(line) for line in encoded[:target.lineno - 1]) + target.col_offset
+    end = sum(len(line) for line in encoded[:target.end_lineno - 1]) + target.end_col_offset
+    data = "".join(lines).encode("utf-8")
+    fixed = (data[:start] + str(got).encode() + data[end:]).decode("utf-8")
+    return None if fixed == text else fixed
+
+
 @register_space("code")
 class CodeSpace:
     """Python sources defining ``Network(num_classes)``."""
@@ -209,11 +244,13 @@ class CodeSpace:
         raise ValueError("no operator applies to this source: " + "; ".join(problems))
 
     def repair(self, text: str, error: str) -> str | None:
-        """Add a missing standard import named by a NameError; None for anything else."""
+        """Deterministic fixes of two common mistakes: a missing standard import named by a
+        NameError; a classifier whose input width no longer matches the features (the widths
+        were changed, its ``nn.Linear`` was not). None for anything else."""
         for name, statement in IMPORT_FIXES.items():
             if f"name '{name}' is not defined" in error and statement not in text:
                 return f"{statement}\n{text}"
-        return None
+        return fix_classifier_width(text, error)
 
     def shrink(self, text: str, factor: float, rng: random.Random) -> Mutation:
         try:
