@@ -7,13 +7,15 @@ what the agents read and write, what is stored on disk and what the sandbox buil
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
+
+T = TypeVar("T")
 
 
 class ValidationIssue(BaseModel):
@@ -166,6 +168,36 @@ def local_operators(space: SearchSpace) -> list[str]:
 
 SpaceFactory = Callable[[dict[str, Any]], SearchSpace]
 _SPACES: dict[str, SpaceFactory] = {}
+
+
+def checked_seeds(space: SearchSpace, seeds: Sequence[str], what: str = "seed") -> list[str]:
+    """The canonical forms of ``space.settings.initial``-style seeds, in order without repeats;
+    ValueError naming the first invalid one (or an empty list)."""
+    if not seeds:
+        raise ValueError(f"space.settings.initial: give at least one {what}")
+    for index, seed in enumerate(seeds):
+        validation = space.validate(seed)
+        if not validation.ok:
+            raise ValueError(f"space.settings.initial[{index}] is invalid: {validation.summary()}")
+    return list(dict.fromkeys(space.canonical(seed) for seed in seeds))
+
+
+def greedy_shrink(start: T, size: Callable[[T], int], smaller: Callable[[T], Sequence[tuple[T, str]]],
+                  factor: float, rng: random.Random) -> tuple[T, list[str], int, int]:
+    """One-step reductions of ``start`` until ``size`` is at most ``factor`` x its own: each step
+    takes the move that fits and keeps the most when one fits, else the one that saves the most
+    (ties broken by ``rng``). Returns (the result, the moves' descriptions, size before, after)."""
+    before = size(start)
+    target, current, changes = before * factor, start, []
+    while size(current) > target:
+        moves = [(size(candidate), candidate, description) for candidate, description in smaller(current)]
+        if not moves:
+            break
+        fitting = [move for move in moves if move[0] <= target]
+        key = max(m[0] for m in fitting) if fitting else min(m[0] for m in moves)
+        _, current, description = rng.choice([move for move in (fitting or moves) if move[0] == key])
+        changes.append(description)
+    return current, changes, before, size(current)
 
 
 def register_space(name: str) -> Callable[[SpaceFactory], SpaceFactory]:

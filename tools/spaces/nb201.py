@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from archsmith.tools.spaces.base import Mutation, Validation, register_space
+from archsmith.tools.spaces.base import Mutation, Validation, checked_seeds, register_space
 from archsmith.tools.spaces.nb201_grammar import (
     EDGES,
     OPS,
@@ -112,13 +112,7 @@ class NB201Space:
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         self.settings = NB201Settings.model_validate(settings or {})
         seeds = list(DEFAULT_SEEDS) if self.settings.initial is None else self.settings.initial
-        if not seeds:
-            raise ValueError("space.settings.initial: give at least one seed cell")
-        for index, seed in enumerate(seeds):
-            validation = self.validate(seed)
-            if not validation.ok:
-                raise ValueError(f"space.settings.initial[{index}] is invalid: {validation.summary()}")
-        self._seeds = list(dict.fromkeys(self.canonical(seed) for seed in seeds))
+        self._seeds = checked_seeds(self, seeds, "seed cell")
 
     # -- reading ---------------------------------------------------------------------------
 

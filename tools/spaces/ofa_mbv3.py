@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from archsmith.tools.spaces.base import Mutation, Validation, ValidationIssue, register_space
+from archsmith.tools.spaces.base import Mutation, Validation, ValidationIssue, checked_seeds, register_space
 from archsmith.tools.spaces.ofa_mbv3_mutation import mutate_arch, repair_fields, shrink_arch
 from archsmith.tools.supernets.ofa_arch import (
     N_STAGES,
@@ -86,13 +86,7 @@ class OFAMbv3Space:
         self._allowed = {"ks": s.ks_list, "e": s.expand_list, "d": s.depth_list, "r": tuple(self.settings.resolutions)}
         self._lengths = {"ks": s.n_blocks, "e": s.n_blocks, "d": N_STAGES}
         seeds = self.settings.initial if self.settings.initial is not None else self._default_seeds()
-        if not seeds:
-            raise ValueError("space.settings.initial: give at least one seed arch")
-        for index, seed in enumerate(seeds):
-            validation = self.validate(seed)
-            if not validation.ok:
-                raise ValueError(f"space.settings.initial[{index}] is invalid: {validation.summary()}")
-        self._seeds = list(dict.fromkeys(self.canonical(seed) for seed in seeds))
+        self._seeds = checked_seeds(self, seeds, "seed arch")
 
     def _default_seeds(self) -> list[str]:
         """Two arbitrary subnets: the smallest at the largest resolution, and a middle one."""

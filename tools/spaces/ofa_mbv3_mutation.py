@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from archsmith.tools.spaces.base import greedy_shrink
 from archsmith.tools.supernets.ofa_arch import (
     OFAArch,
     OFAMbv3Settings,
@@ -94,19 +95,10 @@ def _smaller(arch: OFAArch, s: OFAMbv3Settings) -> list[tuple[OFAArch, str]]:
 def shrink_arch(arch: OFAArch, factor: float, rng: random.Random, s: OFAMbv3Settings) -> tuple[OFAArch, str]:
     """Greedy one-step reductions until the params are at most ``factor`` x the parent's: the step
     that fits and keeps the most params when one fits, else the one that saves the most."""
-    before = subnet_param_count(arch, s)
-    target, current, changes = before * factor, normalised(arch, s), []
-    while subnet_param_count(current, s) > target:
-        moves = [(subnet_param_count(a, s), a, d) for a, d in _smaller(current, s)]
-        if not moves:
-            break
-        fitting = [m for m in moves if m[0] <= target]
-        key = max(m[0] for m in fitting) if fitting else min(m[0] for m in moves)
-        _, current, description = rng.choice([m for m in (fitting or moves) if m[0] == key])
-        changes.append(description)
-    after = subnet_param_count(current, s)
+    current, changes, before, after = greedy_shrink(
+        normalised(arch, s), lambda a: subnet_param_count(a, s), lambda a: _smaller(a, s), factor, rng)
     summary = f"params {before:,} -> {after:,} (x{after / before:.2f}, asked x{factor:.2f})"
-    if after > target:
+    if after > before * factor:
         summary += "; the smallest subnet of the space"
     return current, "; ".join([*changes, summary])
 

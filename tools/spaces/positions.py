@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from archsmith.tools.spaces.base import Mutation, Validation, ValidationIssue, register_space
+from archsmith.tools.spaces.base import Mutation, Validation, ValidationIssue, checked_seeds, register_space
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
@@ -74,13 +74,7 @@ class PositionsSpace:
         seeds = self.settings.initial
         if seeds is None:
             seeds = [self.decode([0] * self.length)]
-        if not seeds:
-            raise ValueError("space.settings.initial: give at least one seed")
-        for index, seed in enumerate(seeds):
-            validation = self.validate(seed)
-            if not validation.ok:
-                raise ValueError(f"space.settings.initial[{index}] is invalid: {validation.summary()}")
-        self._seeds = list(dict.fromkeys(self.canonical(seed) for seed in seeds))
+        self._seeds = checked_seeds(self, seeds)
 
     # -- reading ---------------------------------------------------------------------------
 

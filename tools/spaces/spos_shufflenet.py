@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from archsmith.tools.spaces.base import Mutation, Validation, ValidationIssue, register_space
+from archsmith.tools.spaces.base import Mutation, Validation, ValidationIssue, checked_seeds, register_space
 from archsmith.tools.spaces.spos_shufflenet_mutation import mutate_arch, repair_choices, shrink_arch
 from archsmith.tools.supernets.spos_arch import (
     N_CHOICES,
@@ -62,13 +62,7 @@ class SPOSShuffleNetSpace:
         self.supernet_settings = SPOSSettings(input_size=self.settings.input_size)
         self.n_blocks = self.supernet_settings.n_blocks
         seeds = self.settings.initial if self.settings.initial is not None else self._default_seeds()
-        if not seeds:
-            raise ValueError("space.settings.initial: give at least one seed arch")
-        for index, seed in enumerate(seeds):
-            validation = self.validate(seed)
-            if not validation.ok:
-                raise ValueError(f"space.settings.initial[{index}] is invalid: {validation.summary()}")
-        self._seeds = list(dict.fromkeys(self.canonical(seed) for seed in seeds))
+        self._seeds = checked_seeds(self, seeds, "seed arch")
 
     def _default_seeds(self) -> list[str]:
         """Two arbitrary subnets: every block a 3x3 ShuffleNetV2 unit, and the 1:2:1 mix 0, 1, 2, 1

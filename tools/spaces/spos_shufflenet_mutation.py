@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from archsmith.tools.spaces.base import greedy_shrink
 from archsmith.tools.supernets.spos_arch import (
     CHOICE_NAMES,
     N_CHOICES,
@@ -76,19 +77,10 @@ def _cheaper(arch: SPOSArch, s: SPOSSettings) -> list[tuple[SPOSArch, str]]:
 def shrink_arch(arch: SPOSArch, factor: float, rng: random.Random, s: SPOSSettings) -> tuple[SPOSArch, str]:
     """Greedy one-step reductions until the params are at most ``factor`` x the parent's: the step
     that fits and keeps the most params when one fits, else the one that saves the most."""
-    before = spos_param_count(arch, s)
-    target, current, changes = before * factor, arch, []
-    while spos_param_count(current, s) > target:
-        moves = [(spos_param_count(a, s), a, d) for a, d in _cheaper(current, s)]
-        if not moves:
-            break
-        fitting = [m for m in moves if m[0] <= target]
-        key = max(m[0] for m in fitting) if fitting else min(m[0] for m in moves)
-        _, current, description = rng.choice([m for m in (fitting or moves) if m[0] == key])
-        changes.append(description)
-    after = spos_param_count(current, s)
+    current, changes, before, after = greedy_shrink(
+        arch, lambda a: spos_param_count(a, s), lambda a: _cheaper(a, s), factor, rng)
     summary = f"params {before:,} -> {after:,} (x{after / before:.2f}, asked x{factor:.2f})"
-    if after > target:
+    if after > before * factor:
         summary += "; the smallest subnet of the space (every block a 3x3 ShuffleNetV2 unit)"
     return current, "; ".join([*changes, summary])
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from archsmith.tools.spaces.base import Mutation, Validation, ValidationIssue, register_space
+from archsmith.tools.spaces.base import Mutation, Validation, ValidationIssue, checked_seeds, register_space
 from archsmith.tools.spaces.template_grammar import (
     CONV_ARGS,
     RES_ARGS,
@@ -71,13 +71,7 @@ class TemplateSpace:
             trimmed = (repair_blocks(seed, self.max_layers) for seed in DEFAULT_SEEDS)
             seeds = list(dict.fromkeys(render(blocks) for blocks in trimmed if blocks is not None))
         else:
-            seeds = self.settings.initial
-            if not seeds:
-                raise ValueError("space.settings.initial: give at least one seed structure")
-            for index, seed in enumerate(seeds):
-                validation = self.validate(seed)
-                if not validation.ok:
-                    raise ValueError(f"space.settings.initial[{index}] is invalid: {validation.summary()}")
+            seeds = checked_seeds(self, self.settings.initial, "seed structure")
         self._seeds = [self.canonical(seed) for seed in seeds]
 
     # -- reading ---------------------------------------------------------------------------
