@@ -252,3 +252,16 @@ def test_limits_hold_for_every_child():
     from archsmith.knowledge.tree import Tag
 
     assert SPACE.operators_for_idea(Tag("layer", "operator", "activation", "x")) == ["swap", "hyperparameter"]
+
+
+def test_repeat_after_a_shrink_is_refused_not_a_crash():
+    """The Downscaler's shrink is recorded as the child's edit; repeat cannot repeat it and says so
+    (the Generator then takes another operator), instead of a KeyError ending the run."""
+    import random
+
+    from archsmith.tools.spaces import get_space
+
+    space = get_space("tree")
+    shrunk = space.shrink(space.initial()[0], 0.7, random.Random(0)).child
+    with pytest.raises(ValueError, match="repeat: the parent's last edit \\(shrink\\)"):
+        space.mutate(shrunk, random.Random(0), "repeat")

@@ -312,6 +312,8 @@ def _kind(operator: str, previous: TreeEdit | None) -> str:
     if operator == "repeat":
         if previous is None:
             raise ValueError("repeat: the parent has no previous edit to repeat")
+        if previous.kind not in KINDS:  # e.g. the Downscaler's shrink: not an edit to repeat
+            raise ValueError(f"repeat: the parent's last edit ({previous.kind}) is not one of {', '.join(KINDS)}")
         return previous.kind
     if operator in KINDS:
         return operator
