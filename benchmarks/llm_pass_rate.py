@@ -2,6 +2,7 @@
 
     python scripts/local_llm.py prepare
     python benchmarks/llm_pass_rate.py --children 50            # Qwen2.5-Coder-0.5B on llama.cpp
+    python benchmarks/llm_pass_rate.py --children 50 --space tree  # the model picks tree edits
 
 One run on the code space: the algorithmic Navigator draws a fair idea per child from the starter
 corpus, the Generator, Debugger and Downscaler are Qwen2.5-Coder-0.5B (llama.cpp server started by
@@ -49,12 +50,29 @@ def trace_wall_s(steps: list) -> float:
                for group in sessions.values())
 
 
+SPACES = {"code": {"name": "code", "settings": {"bases": ["resnet32"]}},
+          "tree": {"name": "tree", "settings": {"seed": "resnet32"}}}
+
+
+def roles(space: str) -> dict:
+    """The LLM roles: in the code space the model writes and repairs sources; in the tree space it
+    only chooses an edit (a short JSON answer), and repairs are the space's own (by rule)."""
+    if space == "tree":
+        return {"generator": {"policy": "llm", "fallback": "none", "llm": role_llm(64)}}
+    return {"generator": {"policy": "llm", "fallback": "none", "llm": role_llm(2048)},
+            "debugger": {"policy": "llm", "llm": role_llm(2048)},
+            "downscaler": {"policy": "llm", "llm": role_llm(2048)}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--children", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="children at once (the server is shared)")
     parser.add_argument("--report", type=Path, help="print the tables for an existing (e.g. stopped) run directory")
+    parser.add_argument("--space", choices=("code", "tree"), default="code",
+                        help="code: the model writes the child's source (FairNAD); tree: the model picks one of "
+                        "the enumerated, valid-by-construction tree edits (LLMasTool), repairs by rule")
     args = parser.parse_args(argv)
     if args.report is not None:
         return report_existing(args.report)
@@ -62,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = Path(tempfile.mkdtemp(prefix="archsmith-passrate-"))
     config = config_from_dict({
         "name": "llm-pass-rate", "seed": args.seed, "runs_dir": str(runs),
-        "space": {"name": "code", "settings": {"bases": ["resnet32"]}},
+        "space": SPACES[args.space],
         "budget": {"params_m": 1.5, "flops_m": 400.0, "input_size": 32, "num_classes": 100},
         "evaluator": {"preset": "custom", "batch_size": 16, "repeats": 1},
         "search": {"max_candidates": args.children, "max_children": args.children,
@@ -71,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "phases": {"enabled": False},
         "workflow": {"max_debug": 2, "max_downscale": 4},
         "knowledge": {"use": True, "embedding": "hashing"},
-        "roles": {"generator": {"policy": "llm", "fallback": "none", "llm": role_llm(2048)},
-                  "debugger": {"policy": "llm", "llm": role_llm(2048)},
-                  "downscaler": {"policy": "llm", "llm": role_llm(2048)}},
+        "roles": roles(args.space),
     })
     result = archsmith.run(config)
     print(f"\nrun directory: {result.run_dir}")
