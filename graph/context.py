@@ -122,13 +122,20 @@ def needs_sandbox(config: ArchsmithConfig) -> bool:
     return config.evaluator.name != "tabular"
 
 
+def absolute_data(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a data spec with its ``path`` absolute (tasks run in their own directory; the
+    path also goes to ``read_paths``)."""
+    data = dict(data)
+    if data.get("path"):
+        data["path"] = os.path.abspath(os.path.expanduser(str(data["path"])))
+    return data
+
+
 def train_payload(config: ArchsmithConfig, text: str) -> dict[str, Any]:
     """The payload of the training task: the candidate, its preset and overrides, data, device."""
     train = config.evaluator.train
     assert train is not None  # the config validator fills it for evaluator.name = "train"
-    data = dict(train.data)
-    if data.get("path"):  # absolute: the task runs in its own directory; readable: see read_paths
-        data["path"] = os.path.abspath(os.path.expanduser(str(data["path"])))
+    data = absolute_data(train.data)
     return task_payload(config, text, seed=config.seed, device=train.device,
                         train={"preset": train.preset, **train.settings}, data=data,
                         read_paths=[data["path"]] if data.get("path") else [])
@@ -139,9 +146,7 @@ def supernet_payload(config: ArchsmithConfig, text: str, prepared: Path | None =
     the run's prepared images when there are (``prepared``, see :func:`prepare_supernet_images`)."""
     supernet = config.evaluator.supernet
     assert supernet is not None  # the config validator guarantees it for evaluator.name = "supernet"
-    data = dict(supernet.data)
-    if data.get("path"):
-        data["path"] = os.path.abspath(os.path.expanduser(str(data["path"])))
+    data = absolute_data(supernet.data)
     checkpoint = supernet.checkpoint_path()
     settings = supernet.model_dump(exclude={"data", "device", "timeout_s", "training", "checkpoint"})
     readable = [str(checkpoint.parent), *([data["path"]] if data.get("path") else [])]
@@ -159,9 +164,7 @@ def prepare_supernet_images(config: ArchsmithConfig, directory: Path) -> Path:
 
     supernet = config.evaluator.supernet
     assert supernet is not None
-    data = dict(supernet.data)
-    if data.get("path"):
-        data["path"] = os.path.abspath(os.path.expanduser(str(data["path"])))
+    data = absolute_data(supernet.data)
     args = (data, supernet.calibration_images, supernet.split, supernet.eval_images, supernet.normalization)
     path = directory / f"supernet-images-{cache_key(*args)}.pt"
     if not path.is_file():

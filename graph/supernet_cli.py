@@ -86,12 +86,13 @@ def train(
 
 
 def _device(name: str) -> str:
-    import torch
+    """The training device (auto: CUDA when there is one), as the training task resolves it; a
+    CUDA device asked for where there is none is a config error."""
+    from archsmith.graph.config import ConfigError
+    from archsmith.tools.tasks import StageFailure
+    from archsmith.tools.train_task import _device as resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from archsmith.graph.config import ConfigError
-
-        raise ConfigError(f"evaluator.supernet.device = {name!r}, but CUDA is not available here")
-    return name
+    try:
+        return resolve_device(name)
+    except StageFailure as error:
+        raise ConfigError(f"evaluator.supernet.device: {error}") from None
