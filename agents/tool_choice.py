@@ -1,7 +1,8 @@
 """LLMasTool's "LLM as a tool, not an agent": the Generator picks one of the space's valid edits.
 
-For a space that enumerates its edits (``edit_options`` / ``apply_edit``, the ``tree`` space),
-the ``llm`` Generator writes no code. A planner draws the operation and a prompt category by
+For a space that enumerates its edits (``edit_options`` / ``apply_edit``: the ``tree`` space, and
+the ``yolo`` space unless ``space.settings.llm_answer = "yaml"``; see
+:func:`~archsmith.tools.spaces.base.offers_edit_choice`), the ``llm`` Generator writes no code. A planner draws the operation and a prompt category by
 hierarchical Thompson sampling (:func:`plan`): the operation from Beta-Bernoulli posteriors per
 operation (the Navigator's operator is kept when it is one of the space's), then the category from
 posteriors per (operation, category) pair, each with epsilon exploration
@@ -35,6 +36,7 @@ from archsmith.agents.policies.bandit import (
 from archsmith.agents.selection import rng_for
 from archsmith.graph.state import CandidateRecord, ChildState
 from archsmith.graph.trace import StepRecord
+from archsmith.tools.spaces.base import offers_edit_choice
 
 # What kind of change the model is asked to favour (shown in choose.md).
 CATEGORIES: dict[str, str] = {
@@ -139,11 +141,11 @@ def parse_choice(edits: Sequence[Any], shown: Sequence[int]) -> Callable[[str], 
 
 
 def choose_edit(agent: Agent, state: ChildState, step: StepRecord) -> dict[str, Any] | None:
-    """The Generator's update from a chosen edit; None when the space enumerates no edits or the
+    """The Generator's update from a chosen edit; None when the space offers no edit choice or the
     plan has no parent (the Generator then writes the child itself)."""
     space = agent.ctx.space
     strategy = state["strategy"]
-    if not hasattr(space, "edit_options") or not strategy.get("parent_texts"):
+    if not offers_edit_choice(space) or not strategy.get("parent_texts"):
         return None
     config = agent.ctx.config
     rng = rng_for(config.seed, "tool-choice", strategy["candidate_id"])

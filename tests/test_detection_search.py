@@ -83,7 +83,8 @@ def test_training_a_yolo_run_needs_a_local_data_yaml(yolo_run, tmp_path):
 
 
 def test_the_llm_generator_edits_the_yaml_under_the_same_validation(tmp_path):
-    """A Generator answer in a ```yaml block becomes the child; the yolo space validates it."""
+    """With ``llm_answer = "yaml"`` (PhaseNAS's way) a Generator answer in a ```yaml block becomes
+    the child; the yolo space validates it."""
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
     from langchain_core.messages import AIMessage
 
@@ -93,7 +94,8 @@ def test_the_llm_generator_edits_the_yaml_under_the_same_validation(tmp_path):
     edited = seed.replace("[-1, 6, C2f, [256, True]]", "[-1, 4, C2f, [256, True]]", 1)
     assert edited != seed
     answer = f"Fewer repeats at P3.\n```yaml\n{edited}\n```"
-    config = config_from_dict({**SEARCH, "runs_dir": str(tmp_path / "runs"),
+    space = {"name": "yolo", "settings": {**SEARCH["space"]["settings"], "llm_answer": "yaml"}}
+    config = config_from_dict({**SEARCH, "runs_dir": str(tmp_path / "runs"), "space": space,
                                "search": {"max_candidates": 1, "children_per_generation": 1},
                                "roles": {"generator": {"policy": "llm", "fallback": "none"}}})
     result = run(config, chat_models={"generator": GenericFakeChatModel(messages=iter([AIMessage(answer)]))})

@@ -145,6 +145,33 @@ class ParentRepairingSpace(SearchSpace, Protocol):
         """The child's readable parts over its (valid) parent's, or None when nothing is readable."""
 
 
+@runtime_checkable
+class EditListingSpace(SearchSpace, Protocol):
+    """A space that lists its valid edits (LLMasTool's rule tool: the ``tree`` and ``yolo`` spaces).
+
+    The ``llm`` Generator then asks the model for the number of one edit instead of a whole child
+    (:func:`offers_edit_choice`). An edit is a record with ``operator``, ``kind``, ``path``,
+    ``before``, ``after`` and ``human()`` (:class:`~archsmith.tools.spaces.tree_model.TreeEdit`).
+    """
+
+    def edit_options(self, text: str, operator: str, limit: int | None = None) -> list[Any]:
+        """Every valid edit of ``operator`` in a fixed order, each giving a valid child that differs
+        from the parent and the others (ValueError for an unknown operator or an invalid text)."""
+
+    def apply_edit(self, text: str, edit: Any) -> Mutation:
+        """The child of one listed edit (ValueError for any other)."""
+
+
+def offers_edit_choice(space: SearchSpace) -> bool:
+    """Whether the ``llm`` Generator should pick one of the space's listed edits: a space with
+    ``edit_options`` does unless its ``offers_edit_choice()`` says no (the yolo space's
+    ``llm_answer = "yaml"``: the model writes the child)."""
+    if not hasattr(space, "edit_options"):
+        return False
+    asked = getattr(space, "offers_edit_choice", None)
+    return bool(asked()) if callable(asked) else True
+
+
 DEFAULT_CHECK_TASK = "archsmith.tools.tasks:check_candidate"
 
 

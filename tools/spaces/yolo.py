@@ -3,7 +3,10 @@
 Settings (``space.settings``): ``base`` (``yolov8n`` or ``yolov8s``: the seed and the budget the
 search keeps to), ``mode`` (``yolov8+``: reorder, repeat, replace and re-parameterize the
 YOLOv8 blocks Conv, C2f, SPPF, nn.Upsample, Concat, Detect; ``yolov8*``: also SCDown and PSA),
-``nc`` (classes written in the seed) and ``imgsz`` (the image size budgets refer to).
+``nc`` (classes written in the seed), ``imgsz`` (the image size budgets refer to) and
+``llm_answer`` (what the ``llm`` Generator asks the model for: ``edit``, the number of one of
+:meth:`YoloSpace.edit_options`'s valid edits, which a 0.5B model manages; ``yaml``, PhaseNAS's
+complete child YAML, for larger models).
 
 Reading, checking and mutating texts is pure Python (:mod:`yolo_yaml`, :mod:`yolo_mutation`);
 only :meth:`YoloSpace.build` needs ultralytics (``pip install 'archsmith[detection]'``), and it
@@ -20,6 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from archsmith.tools.spaces.base import Mutation, Validation, register_space
+from archsmith.tools.spaces.tree_model import TreeEdit
+from archsmith.tools.spaces.yolo_edits import enumerate_edits
 from archsmith.tools.spaces.yolo_mutation import (
     LOCAL_OPERATORS,
     NotApplicable,
@@ -134,6 +139,9 @@ class YoloSettings(BaseModel):
     mode: Literal["yolov8+", "yolov8*"] = Field("yolov8+", description="yolov8*: SCDown and PSA allowed too")
     nc: int = Field(80, ge=1, description="classes written in the seed YAML")
     imgsz: int = Field(640, ge=32, description="image size the budgets refer to")
+    llm_answer: Literal["edit", "yaml"] = Field(
+        "edit", description="what the llm Generator asks for: 'edit' (the number of a listed valid edit; small "
+                            "models) or 'yaml' (the whole child YAML, PhaseNAS's way; large models)")
 
     @field_validator("imgsz")
     @classmethod
@@ -159,6 +167,7 @@ class YoloSpace:
         spec, shapes, issues = check(seed, self.mode)
         assert spec is not None, issues  # the shipped YAML is valid in both modes
         self._seed = render(spec, shapes)
+        self._last_edits: tuple[tuple[str, str], list[tuple[str, TreeEdit, str]]] | None = None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -227,6 +236,38 @@ class YoloSpace:
                 continue
             return Mutation(child=render(child, child_shapes), operator=name, description=description)
         raise ValueError("; ".join(problems) if operator is not None else "no operator applies: " + "; ".join(problems))
+
+    def offers_edit_choice(self) -> bool:
+        """Whether the llm Generator picks one of :meth:`edit_options` (``llm_answer = "edit"``)
+        rather than writing the child YAML (``"yaml"``)."""
+        return self.settings.llm_answer == "edit"
+
+    def edit_options(self, text: str, operator: str, limit: int | None = None) -> list[TreeEdit]:
+        """The rule tool: every valid edit of ``operator`` on the candidate, in a fixed order
+        (layer by layer, as the operator lists them; each child passes the static check and
+        differs from the parent and the others); ``limit``: only the first that many. ValueError
+        for an unknown operator or an invalid text."""
+        return [edit for _, edit, _ in self._edits(text, operator)[:limit]]
+
+    def apply_edit(self, text: str, edit: TreeEdit) -> Mutation:
+        """The child that one of :meth:`edit_options`'s edits gives; ValueError when ``edit`` is not
+        one of them."""
+        for child, option, description in self._edits(text, edit.operator):
+            if option == edit:
+                return Mutation(child=child, operator=edit.operator, description=description)
+        raise ValueError(f"not a valid edit of this candidate: {edit.human()}")
+
+    def _edits(self, text: str, operator: str) -> list[tuple[str, TreeEdit, str]]:
+        """(child text, edit, description) of every valid edit; the latest enumeration is kept, so
+        that applying one of the options just listed does not enumerate them again."""
+        last = self._last_edits
+        if last is not None and last[0] == (text, operator):
+            return last[1]
+        spec, shapes = self.spec(text)
+        found = [(render(child, child_shapes), edit, description)
+                 for child, child_shapes, edit, description in enumerate_edits(spec, shapes, operator, self.mode)]
+        self._last_edits = ((text, operator), found)
+        return found
 
     def repair(self, text: str, error: str) -> str | None:
         """Deterministic fixes, whatever ``error`` says: strips a Markdown fence, drops unknown keys,
