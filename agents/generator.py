@@ -3,7 +3,8 @@
 Stateless by default (CoLLM-NAS). With ``roles.generator.memory = true`` the Navigator hands it
 the latest children and their outcomes, which the ``llm`` policy's prompt shows; the algorithmic
 policy's mutations do not use them. In a space that enumerates its valid edits (the ``tree``
-space), the ``llm`` policy picks one of them instead of writing code (:mod:`tool_choice`).
+space; the ``yolo`` space with ``llm_answer = "edit"``), the ``llm`` policy picks one of them
+instead of writing code (:mod:`tool_choice`).
 """
 
 from __future__ import annotations

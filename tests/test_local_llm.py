@@ -5,8 +5,10 @@ Runs when llama-cpp-python's server is installed and the models are prepared
 run. Asked for with ``pytest -m integration``, a skip fails the session (tests/conftest.py).
 Each role completes its step with the real model, answers are parsed or counted as failures, the
 run completes, tokens and latency are in the trace; and in every search space (template, nb201,
-code, yolo) Qwen2.5-Coder-0.5B writes at least one child that parses and is scored valid (after
-at most two repairs by the space's deterministic repair).
+code, yolo) Qwen2.5-Coder-0.5B makes at least one child that parses and is scored valid: it writes
+the child (after at most two repairs by the space's deterministic repair), or in the yolo space
+picks one of the space's listed valid edits (``space.settings.llm_answer = "edit"``; a pick made
+by the rule after two unusable answers does not count).
 
 ``ARCHSMITH_TEST_LLM_THREADS`` sets the server's CPU threads (default 2, for a 2-core machine of its
 own). On a machine already busy, 1 is faster: a 2-thread llama.cpp waits on its slowest thread, and
@@ -75,28 +77,27 @@ def test_navigator_on_the_small_model(llm_server, toy_config):
 
 
 # Every search space the product offers an LLM: its settings, the budget its seed fits, the
-# evaluator (yolo: the detection proxy at a small input), and the generator's answer length.
+# evaluator (yolo: the detection proxy at a small input), and the generator's answer length (yolo:
+# a JSON choice; written as a whole YAML, llm_answer = "yaml", the 0.5B model copied the 50-line
+# parent verbatim in 12 of 12 tries, 2026-12-03).
 SPACES = {
     "template": ({}, {"params_m": 1.5, "input_size": 16, "num_classes": 10}, {}, 300),
     "nb201": ({}, {"params_m": 1.5, "input_size": 16, "num_classes": 10}, {}, 300),
     "code": ({"bases": ["resnet32"]}, {"params_m": 1.5, "input_size": 16, "num_classes": 10}, {}, 1800),
-    "yolo": ({"base": "yolov8n", "mode": "yolov8+"},
+    "yolo": ({"base": "yolov8n", "mode": "yolov8+", "llm_answer": "edit"},
              {"params_m": 3.1572, "flops_m": 8855.1, "input_size": 640, "num_classes": 80},
-             {"name": "nas_det", "nas_det": {"input_size": 64, "batch_size": 2, "repeats": 1}}, 1000),
+             {"name": "nas_det", "nas_det": {"input_size": 64, "batch_size": 2, "repeats": 1}}, 200),
 }
-CHILDREN_PER_SPACE = 4  # children the real model writes, at most, for one valid one
-# Qwen2.5-Coder-0.5B copies the 50-line yolov8n YAML verbatim, re-asked with a concrete edit to make
-# or not, greedy or at temperature 0.2 (12 of 12 children "identical to its parent", 2026-12-03):
-# there the tier checks that its answers are read as children and refused for what they are. A
-# larger model is needed for detection YAML; the yolo space's algorithmic Generator covers the rest.
-COPIES_THE_PARENT = {"yolo"}
+CHILDREN_PER_SPACE = 4  # children the real model makes, at most, for one valid one
 
 
 def valid_llm_children(result) -> list[str]:
-    """Ids of the valid children whose text the generator's llm policy wrote with the coder model
-    (an answer parsed into a child; no fallback: roles.generator.fallback = "none")."""
+    """Ids of the valid children the generator's llm policy made with the coder model (an answer
+    parsed into a child, or an edit the model chose; no fallback: roles.generator.fallback =
+    "none"; no rule pick after unusable choices)."""
     written = {step.candidate_id: step for step in role_steps(result, "generator")
-               if step.parsed is not None and step.tools.get("llm_model") == CODER and "fallback" not in step.tools}
+               if step.parsed is not None and step.tools.get("llm_model") == CODER and "fallback" not in step.tools
+               and step.tools.get("chose_by", "llm") == "llm"}
     return [record["id"] for record in result.history if record["status"] == "valid" and record["id"] in written]
 
 
@@ -126,11 +127,6 @@ def test_generator_writes_a_valid_child_in_every_space(llm_server, toy_config, r
     for record in result.history:  # valid, or discarded with a classified reason
         assert record["status"] == "valid" or record["discard_reason"]
     reasons = [record["discard_reason"] for record in result.history if record["status"] != "valid"]
-    if space in COPIES_THE_PARENT:  # its answers parse into children; none differs from the parent
-        parsed = [step for step in role_steps(result, "generator") if step.parsed is not None]
-        assert parsed and all(reason.startswith(("identical to its parent", "duplicate of")) for reason in reasons), \
-            reasons
-        return
     assert valid_llm_children(result), f"{space}: no valid child from {CODER} in {len(result.history)}: {reasons}"
 
 
