@@ -37,6 +37,13 @@ def test_edit_options_are_fixed_valid_distinct_children(operator):
     assert STAR.edit_options(SEED, operator, limit=2) == options[:2]
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_mutate_gives_one_of_the_options(seed):
+    mutation = STAR.mutate(SEED, random.Random(seed))
+    children = {STAR.apply_edit(SEED, edit).child for edit in STAR.edit_options(SEED, mutation.operator)}
+    assert mutation.child in children
+
+
 def test_option_texts_name_the_layer_and_the_change():
     width = [edit.human() for edit in STAR.edit_options(SEED, "width")]
     assert "width at backbone layer 0 (Conv): channels=64 -> channels=32" in width
