@@ -3,6 +3,7 @@
     python scripts/local_llm.py prepare
     python benchmarks/llm_pass_rate.py --children 50            # Qwen2.5-Coder-0.5B on llama.cpp
     python benchmarks/llm_pass_rate.py --children 50 --space tree  # the model picks tree edits
+    python benchmarks/llm_pass_rate.py --resume RUN_DIR            # go on after a stop (Ctrl-C, kill)
 
 One run on the code space: the algorithmic Navigator draws a fair idea per child from the starter
 corpus, the Generator, Debugger and Downscaler are Qwen2.5-Coder-0.5B (llama.cpp server started by
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="children at once (the server is shared)")
     parser.add_argument("--report", type=Path, help="print the tables for an existing (e.g. stopped) run directory")
+    parser.add_argument("--resume", type=Path, help="continue a stopped run directory (its saved config), then print")
     parser.add_argument("--space", choices=("code", "tree"), default="code",
                         help="code: the model writes the child's source (FairNAD); tree: the model picks one of "
                         "the enumerated, valid-by-construction tree edits (LLMasTool), repairs by rule")
@@ -77,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.report is not None:
         return report_existing(args.report)
     local_llm.prepare(["qwen-coder"])
+    if args.resume is not None:
+        archsmith.resume(args.resume)
+        return report_existing(args.resume)
     runs = Path(tempfile.mkdtemp(prefix="archsmith-passrate-"))
     config = config_from_dict({
         "name": "llm-pass-rate", "seed": args.seed, "runs_dir": str(runs),

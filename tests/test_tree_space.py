@@ -224,8 +224,142 @@ def test_code_bases_parse_into_trees(tmp_path, one_torch_thread):
     code_net = get_space("code", {"bases": [str(base)]}).build(SMALL_BASE, 10)
     params, shape = built(text, space)
     assert shape == (2, 10) and params == space.param_count(text) == sum(p.numel() for p in code_net.parameters())
-    with pytest.raises(ParseError, match="line 13: nn.LayerNorm is not in the tree space's catalogue"):
-        parse_code_base(SMALL_BASE.replace("nn.BatchNorm2d(cin)", "nn.LayerNorm(cin)"))
+    with pytest.raises(ParseError, match="line 26: unsupported statement While"):
+        parse_code_base(SMALL_BASE.replace("        layers = []\n", "        layers = []\n        while False:\n"
+                                                                      "            pass\n"))
+
+
+OPAQUE_BASE = '''
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+REDUCTION = 4
+
+
+class Gate(nn.Module):
+    """Channel gate: not a plain sequence (a product in forward)."""
+
+    def __init__(self, channels, reduction=REDUCTION):
+        super().__init__()
+        self.fc = nn.Conv2d(channels, max(4, channels // reduction), 1)
+        self.back = nn.Conv2d(max(4, channels // reduction), channels, 1)
+
+    def forward(self, x):
+        w = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.back(F.relu(self.fc(w))))
+
+
+def conv_bn(in_channels, out_channels, stride=1):
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False),
+                         nn.BatchNorm2d(out_channels))
+
+
+class ConvBN(nn.Module):
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class Block(nn.Module):
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.first = ConvBN(in_channels, out_channels, stride)
+        self.norm = nn.GroupNorm(4, out_channels)
+        self.act = nn.ReLU()
+        self.gate = Gate(out_channels)
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x):
+        return self.gate(self.act(self.norm(self.first(x)))) + self.shortcut(x)
+
+
+class Mixer(nn.Module):
+    """A whole block kept as written (a loop in forward)."""
+
+    def __init__(self, channels, out_channels, stride=2):
+        super().__init__()
+        self.proj = nn.Conv2d(channels, out_channels, 1, stride=stride)
+
+    def forward(self, x):
+        for _ in range(2):
+            x = x + 0.0
+        return self.proj(x)
+
+
+class Network(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        blocks = [Block(16, 16), Block(16, 16), Mixer(16, 32), Block(32, 32), Block(32, 48, 2)]
+        self.tail = conv_bn(48, 64)
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+'''
+
+
+def test_modules_the_tree_does_not_model_are_kept_as_opaque_leaves(tmp_path, one_torch_thread):
+    """Issue 22 item 2: an nn module outside the catalogue, a file class whose forward is not a
+    plain sequence, and a whole block of that kind stay as written (opaque leaves, with the
+    definitions they need); a plain helper class is inlined. The rendering builds the same network."""
+    from archsmith.tools.spaces.tree_parse import parse_code_base
+    from archsmith.tools.spaces.tree_transforms import OPERATORS
+
+    base = tmp_path / "opaque.py"
+    base.write_text(OPAQUE_BASE, "utf-8")
+    space = get_space("tree", {"seed": f"code:{base}"})
+    text = space.initial()[0]
+    tree, _ = read_header(text)
+    blocks = [b for st in tree.stages for b in st.blocks]
+    assert [(b.name, b.repeat, b.stride) for b in blocks] == \
+        [("Block", 2, 1), ("Mixer", 1, 2), ("Block", 1, 1), ("Block", 1, 2)]
+    assert [n.label() for n in blocks[0].nodes] == \
+        ["conv(16,k3)", "BatchNorm2d", "opaque(nn.GroupNorm)", "ReLU", "opaque(Gate)"]  # ConvBN inlined
+    mixer = blocks[1].nodes[0]
+    assert mixer.args == {"call": "Mixer(16, 32)", "in_channels": 16, "out_channels": 32, "stride": 2}
+    assert blocks[3].nodes[2].args["call"] == "nn.GroupNorm(4, 48)"
+    # conv_bn(48, 64) is built in Network.__init__ but Network.forward is not read: it is not a block
+    assert [d.split("\n")[0] for d in tree.definitions] == \
+        ["import torch.nn.functional as F", "REDUCTION = 4", "class Gate(nn.Module):", "class Mixer(nn.Module):"]
+    assert parse_code_base(OPAQUE_BASE) == tree
+    reference: dict = {}
+    exec(compile(OPAQUE_BASE.replace("self.tail = conv_bn(48, 64)", "pass").replace("Linear(64", "Linear(48"),
+                 "base", "exec"), reference)
+    params, shape = built(text, space)
+    assert shape == (2, 10) and params == sum(p.numel() for p in reference["Network"](10).parameters())
+    assert space.validate(text).ok and read_header(render(tree))[0] == tree
+
+    # every edit on offer passes shape inference and builds; widths around an opaque leaf stay
+    offered = 0
+    for operator in OPERATORS:
+        if operator == "repeat":
+            continue
+        for edit in space.edit_options(text, operator, limit=6):
+            child = space.apply_edit(text, edit).child
+            assert space.validate(child).ok, edit.human()
+            assert built(child, space)[1] == (2, 10), edit.human()
+            offered += 1
+    assert offered >= 10
+    # an opaque leaf takes the channels written in its call: every stage here has one, so no stage
+    # width changes (ResNet-32's stages do), and a hand-made tree that changes one is refused
+    assert not [e for e in space.edit_options(text, "hyperparameter") if "width" in e.human()]
+    assert [e for e in SPACE.edit_options(SEED, "hyperparameter") if "width" in e.human()]
+    wider = tree.model_copy(deep=True)
+    wider.stages[0].blocks[0].nodes[0].args["out_channels"] = 24
+    issues = space.validate(with_header(text, wider.model_dump_json())).issues
+    assert "takes 16 channels, not 24" in str(issues)
 
 
 def test_answers_with_a_tree_line_give_the_rendered_file():
@@ -247,8 +381,12 @@ def test_limits_hold_for_every_child():
         tree, _ = read_header(child)
         assert sum(b.repeat for st in tree.stages for b in st.blocks) <= 15
         assert space.validate(child).ok  # widths stay <= 64
-    issue = get_space("tree", {"max_blocks": 10}).validate(SEED).issues[0]
-    assert issue.kind == "limit" and "max_blocks 10" in issue.message
+    deeper, _ = read_header(SEED)
+    deeper.stages[0].blocks[0].repeat = 6
+    issue = get_space("tree", {"max_blocks": 15}).validate(with_header(SEED, deeper.model_dump_json())).issues[0]
+    assert issue.kind == "limit" and "16 blocks > max_blocks 15" in issue.message
+    with pytest.raises(ValueError, match=r"space.settings.seed: 15 blocks > max_blocks 10 \(raise space.settings"):
+        get_space("tree", {"max_blocks": 10})
     from archsmith.knowledge.tree import Tag
 
     assert SPACE.operators_for_idea(Tag("layer", "operator", "activation", "x")) == ["swap", "hyperparameter"]
@@ -265,3 +403,21 @@ def test_repeat_after_a_shrink_is_refused_not_a_crash():
     shrunk = space.shrink(space.initial()[0], 0.7, random.Random(0)).child
     with pytest.raises(ValueError, match="repeat: the parent's last edit \\(shrink\\)"):
         space.mutate(shrunk, random.Random(0), "repeat")
+
+
+@pytest.mark.parametrize("base", ["mobilenetv2_w05", "shufflenetv2_w05", "nb201_cell"])
+def test_every_builtin_code_base_parses_into_the_same_network(base, one_torch_thread):
+    """MobileNetV2 parses whole (its `out + x` under `if self.use_residual:` is a residual block,
+    its 1x1 head conv a block of its own); ShuffleNetV2's units (channel split and shuffle) and the
+    NAS-Bench-201 cells (a DAG in forward) are opaque leaves. Each renders to the base's network."""
+    from archsmith.tools.spaces.code import builtin_base_source
+
+    space = get_space("tree", {"seed": f"code:{base}", "max_channels": 2048})
+    text = space.initial()[0]
+    tree, _ = read_header(text)
+    opaque = [n for st in tree.stages for b in st.blocks for n in b.nodes if n.type == "Opaque"]
+    assert bool(opaque) == (base != "mobilenetv2_w05")
+    reference: dict = {}
+    exec(compile(builtin_base_source(base), base, "exec"), reference)
+    params, shape = built(text, space)
+    assert shape == (2, 10) and params == sum(p.numel() for p in reference["Network"](10).parameters())

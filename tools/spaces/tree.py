@@ -9,7 +9,7 @@ shape inference checks every tree without running anything, so each operator
 file without the edit line: equal trees are duplicates whatever edit made them.
 
 Settings: ``seed`` (``resnet32``, or ``code:<base>``: a code-space base in the usual style parsed
-into a tree by :mod:`tree_parse`), ``library`` (a mined module library, see
+into a tree by :mod:`tree_parse`, what it does not model kept as opaque leaves), ``library`` (a mined module library, see
 :mod:`archsmith.tools.modules`: its probed channel- and size-keeping torch/torchvision modules
 join the activations ``swap`` chooses from), ``max_blocks`` and ``max_channels``.
 """
@@ -152,7 +152,11 @@ class TreeSpace:
         try:
             infer(self._seed, self.limits.max_channels)
         except TreeError as error:
-            raise ValueError(f"space.settings.seed: {error}") from None
+            hint = " (raise space.settings.max_channels)" if error.kind == "limit" else ""
+            raise ValueError(f"space.settings.seed: {error}{hint}") from None
+        if total_blocks(self._seed) > self.limits.max_blocks:
+            raise ValueError(f"space.settings.seed: {total_blocks(self._seed)} blocks > max_blocks "
+                             f"{self.limits.max_blocks} (raise space.settings.max_blocks)")
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -302,7 +306,7 @@ class TreeSpace:
         return found
 
     def describe(self) -> str:
-        types = ", ".join(t for t in CATALOGUE if t != "Mined")
+        types = ", ".join(t for t in CATALOGUE if t not in ("Mined", "Opaque"))
         return (
             "A candidate is a Python file generated from a tree written as JSON in its first line:\n"
             "`# archsmith-tree: {...}`. Change the tree and give that line (in a code block); the\n"

@@ -20,6 +20,7 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ CATALOGUE: dict[str, dict[str, Any]] = {
     "Dropout": {"p": 0.1},
     "SE": {"reduction": 4},
     "Mined": {"module": None, "class_name": None, "kwargs": {}, "params": 0},
+    # A module of a parsed code base that the tree does not model (see tree_parse): its constructor
+    # call as written (values resolved), the channels it takes and gives, the stride it applies and
+    # its parameters when known (0: unknown, the estimate leaves it out; the Verifier measures).
+    "Opaque": {"call": None, "in_channels": None, "out_channels": None, "stride": 1, "params": 0},
 }
 SHAPE_KEEPING = frozenset({"BatchNorm2d", *ACTIVATIONS, "Identity", "Dropout", "SE", "Mined"})
 STRIDE_CAPABLE = frozenset({"Conv2d", *POOLS})
@@ -73,6 +78,8 @@ class Node(BaseModel):
     def label(self) -> str:
         if self.type == "Mined":
             return str(self.args.get("class_name"))
+        if self.type == "Opaque":
+            return f"opaque({str(self.args.get('call', '')).split('(')[0]})"
         if self.type == "Conv2d":
             kind = "dw" if self.arg("depthwise") else ("pw" if self.arg("kernel_size") == 1 else "conv")
             out = "" if self.arg("depthwise") else f"{self.arg('out_channels')},"
@@ -115,6 +122,9 @@ class Tree(BaseModel):
     stem: list[Node] = Field(min_length=1)
     stages: list[Stage] = Field(min_length=1)
     head: Head = Field(default_factory=Head)
+    # Source the opaque leaves need (imports, classes, functions, constants of the parsed code
+    # base), in the base's order; rendered after the standard imports.
+    definitions: list[str] = Field(default_factory=list)
 
 
 class TreeEdit(BaseModel):
@@ -165,7 +175,7 @@ def _check_args(node: Node, path: str, in_block: bool) -> None:
         if name not in spec:
             raise TreeError(path, f"{node.type} takes no argument {name!r} (takes: {', '.join(spec) or 'none'})",
                             "invalid")
-        if name == "stride" and in_block and node.args[name] != 1:
+        if name == "stride" and in_block and node.args[name] != 1 and node.type != "Opaque":
             raise TreeError(path, "strides inside blocks are the block's (Block.stride), not a node's", "invalid")
     for name, default in spec.items():
         if default is None and name not in node.args and not (name == "out_channels" and node.arg("depthwise")):
@@ -197,6 +207,26 @@ def _check_args(node: Node, path: str, in_block: bool) -> None:
         kwargs = node.args.get("kwargs") or {}
         if not isinstance(kwargs, dict) or not all(isinstance(k, str) and _IDENT.match(k) for k in kwargs):
             raise TreeError(path, "Mined kwargs must map identifiers to values", "invalid")
+    if node.type == "Opaque":
+        _check_opaque(node, path)
+
+
+def _check_opaque(node: Node, path: str) -> None:
+    call = node.args.get("call")
+    try:
+        parsed = ast.parse(call, mode="eval").body if isinstance(call, str) else None
+    except SyntaxError:
+        parsed = None
+    if not isinstance(parsed, ast.Call) or not _DOTTED.match(ast.unparse(parsed.func)):
+        raise TreeError(path, f"an Opaque node's 'call' must be one constructor call such as 'nn.GroupNorm(4, 64)', "
+                              f"not {call!r}", "invalid")
+    for name in ("in_channels", "out_channels"):
+        value = node.args.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise TreeError(path, f"an Opaque node's {name} must be a positive integer, not {value!r}", "invalid")
+    params = node.arg("params")
+    if not isinstance(params, int) or isinstance(params, bool) or params < 0:
+        raise TreeError(path, f"an Opaque node's params must be a non-negative integer, not {params!r}", "invalid")
 
 
 def node_out(node: Node, c_in: int, path: str) -> int:
@@ -205,6 +235,11 @@ def node_out(node: Node, c_in: int, path: str) -> int:
         return c_in if node.arg("depthwise") else int(node.args["out_channels"])
     if node.type == "SE" and c_in < 1:
         raise TreeError(path, "SE needs at least one channel")
+    if node.type == "Opaque":
+        if c_in != node.args["in_channels"]:
+            raise TreeError(path, f"{node.args['call']} is kept as written and takes {node.args['in_channels']} "
+                                  f"channels, not {c_in}")
+        return int(node.args["out_channels"])
     return c_in
 
 
@@ -216,7 +251,14 @@ def _walk(nodes: list[Node], c_in: int, stride: int, prefix: str, in_block: bool
         path = f"{prefix}[{index}]"
         _check_args(node, path, in_block)
         applied = 1
-        if node.type in STRIDE_CAPABLE:
+        if node.type == "Opaque":  # its stride is in its call: it takes the block's if they agree
+            applied = int(node.arg("stride"))
+            if in_block and applied != 1:
+                if stride != applied:
+                    raise TreeError(path, f"{node.args['call']} applies stride {applied} where the block has "
+                                          f"{'none left' if stride == 1 else f'stride {stride}'}")
+                stride = 1
+        elif node.type in STRIDE_CAPABLE:
             if in_block:
                 applied, stride = stride, 1
             else:
@@ -254,7 +296,9 @@ def infer(tree: Tree, max_channels: int | None = None) -> list[Shape]:
                     raise TreeError(prefix, f"repeat {block.repeat} but a repetition maps {c_out} -> {c_again} "
                                             "channels")
             for index, node in enumerate(block.post):
-                if node.type not in SHAPE_KEEPING:
+                if node.type not in SHAPE_KEEPING and not (
+                        node.type == "Opaque" and node.args.get("in_channels") == node.args.get("out_channels")
+                        and node.arg("stride") == 1):
                     raise TreeError(f"{prefix}.post[{index}]", f"post modules must keep the shape, not {node.type}")
             _walk(block.post, c_out, 1, f"{prefix}.post", True, shapes)
             if max_channels is not None:
@@ -299,7 +343,7 @@ def node_params(node: Node, c_in: int) -> int:
     if node.type == "SE":
         h = se_hidden(c_in, int(node.arg("reduction")))
         return c_in * h + h + h * c_in + c_in
-    if node.type == "Mined":
+    if node.type in ("Mined", "Opaque"):
         return int(node.arg("params") or 0)
     return 0
 
@@ -393,6 +437,8 @@ def _node_expr(node: Node, c_in: str, c_out: str, stride: str | None) -> str:
     if node.type == "Mined":
         kwargs = ", ".join(f"{k}={_py(v)}" for k, v in sorted((a("kwargs") or {}).items()))
         return f"{a('class_name')}({kwargs})"
+    if node.type == "Opaque":
+        return str(a("call"))
     return f"nn.{node.type}()"
 
 
@@ -426,7 +472,12 @@ def _block_class(name: str, block: Block, where: str, plain: bool) -> tuple[str,
     stride_left = True
     body = []
     for node in block.nodes:
-        out_expr = c_expr if node.type != "Conv2d" or node.arg("depthwise") else str(node.args["out_channels"])
+        if node.type == "Opaque":
+            out_expr = str(node.args["out_channels"])
+        elif node.type == "Conv2d" and not node.arg("depthwise"):
+            out_expr = str(node.args["out_channels"])
+        else:
+            out_expr = c_expr
         stride = None
         if node.type in STRIDE_CAPABLE:
             stride = "stride" if stride_left else "1"
@@ -478,6 +529,7 @@ def render(tree: Tree, edit: TreeEdit | None = None, *, plain: bool = False) -> 
              '"""A network of the archsmith "tree" search space, rendered from the tree in the first line.\n\n'
              'Edit the tree, not this code: the code is generated from it.\n"""',
              "\n".join(imports)]
+    parts += [definition.strip("\n") for definition in tree.definitions]
     if any(n.type == "SE" for n in nodes):
         parts.append(SE_SOURCE.strip("\n"))
     classes, calls = [], []

@@ -249,6 +249,11 @@ def units(tree: Tree) -> list[list[Node]]:
     for nodes in [tree.stem, *(b.nodes for st in tree.stages for b in st.blocks)]:
         current: list[Node] = []
         for node in nodes:
+            if node.type == "Opaque":  # kept as written where it is: not a unit to copy elsewhere
+                if current:
+                    found.setdefault(" > ".join(n.label() for n in _neutral(current)), current)
+                current = []
+                continue
             if node.type == "Conv2d" and current:
                 found.setdefault(" > ".join(n.label() for n in _neutral(current)), current)
                 current = []
